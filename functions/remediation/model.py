@@ -1,0 +1,264 @@
+"""The data every layer shares: signals in, plans through, outcomes out.
+
+Everything here is a frozen dataclass of plain values, so a Plan is data: the
+same object is what dry-run prints, what the policy judges, what the ledger
+records, what the outcome event carries and what a replay compares.
+No I/O, no third-party imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping
+
+#: CloudEvent type prefix owned by this project (reverse DNS, versioned types).
+TYPE_PREFIX = "io.inferenceremediation"
+
+#: Incoming signal types (what adapters emit and Triggers route on).
+TYPE_ALERT_FIRING = f"{TYPE_PREFIX}.alert.firing.v1"
+TYPE_ALERT_RESOLVED = f"{TYPE_PREFIX}.alert.resolved.v1"
+TYPE_SPLUNK_RESULT = f"{TYPE_PREFIX}.splunk.result.v1"
+#: Outgoing types. No Trigger filter may ever match these (loop safety).
+TYPE_OUTCOME = f"{TYPE_PREFIX}.remediation.outcome.v1"
+
+INCOMING_TYPES = (TYPE_ALERT_FIRING, TYPE_ALERT_RESOLVED, TYPE_SPLUNK_RESULT)
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze JSON-like data: dicts become read-only mappings, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of :func:`freeze`: plain dicts and lists, ready for JSON."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def stable_digest(*parts: Any, length: int = 16) -> str:
+    """A short deterministic hex digest of JSON-serialisable parts."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A Kubernetes object. ``namespace`` is "" for cluster-scoped kinds."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
+
+    def __str__(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One normalised incoming event (an alert, a Splunk result, a replay).
+
+    Built by the event parser from a CloudEvent; planners only ever see this.
+    """
+
+    event_id: str
+    source: str
+    type: str
+    status: str  # "firing" | "resolved"
+    name: str  # alertname or Splunk search name ("" when unknown)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    starts_at: str = ""
+    fingerprint: str = ""
+    cluster: str = ""
+    origin: str = "cloudevent"  # alertmanager | splunk | cloudevent
+    traceparent: str = ""
+    tracestate: str = ""
+    time: str = ""
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def incident(self) -> str:
+        """Identity of the incident: stable across re-sends and HA peers."""
+        if self.fingerprint:
+            return stable_digest(self.fingerprint, self.starts_at)
+        return stable_digest(self.source, self.event_id)
+
+    def label(self, *names: str) -> str:
+        for n in names:
+            v = self.labels.get(n)
+            if v:
+                return v
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.event_id,
+            "source": self.source,
+            "type": self.type,
+            "status": self.status,
+            "name": self.name,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "starts_at": self.starts_at,
+            "fingerprint": self.fingerprint,
+            "cluster": self.cluster,
+            "origin": self.origin,
+            "incident": self.incident,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action against the cluster.
+
+    verb: ``patch`` | ``delete`` | ``evict`` | ``scale`` | ``create``.
+    patch_type: ``strategic`` | ``merge`` | ``json`` (for ``patch``).
+    body: the patch, eviction options, scale, or object to create.
+    precondition: optional expectations checked right before the step runs
+      (e.g. ``{"uid": ...}``); see the executor.
+    """
+
+    verb: str
+    kind: str
+    namespace: str
+    name: str
+    why: str
+    body: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    patch_type: str = "strategic"
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.kind, self.namespace, self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "why": self.why,
+            "body": thaw(self.body),
+            "patch_type": self.patch_type,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a remediation intends to do, as data. ``steps`` may be empty only
+    when there is nothing to do (then ``reasons`` says why)."""
+
+    function: str  # catalogue name, e.g. "restart-engine"
+    action: str  # policy action name, e.g. "rollout-restart" / "delete-pod"
+    target: ObjectRef
+    steps: tuple[Step, ...]
+    reasons: tuple[str, ...] = ()
+    key: str = ""  # remediation key: incident + target (claim once per key)
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "action": self.action,
+            "target": self.target.as_dict(),
+            "steps": [s.as_dict() for s in self.steps],
+            "reasons": list(self.reasons),
+            "key": self.key,
+            "params": thaw(self.params),
+        }
+
+
+@dataclass(frozen=True)
+class NoPlan:
+    """A planner's answer when there is nothing it may do, with the reason."""
+
+    function: str
+    reasons: tuple[str, ...]
+    target: ObjectRef | None = None
+
+
+class Status(str, Enum):
+    """Outcome status, as carried in the reply event's data."""
+
+    PLANNED = "planned"  # dry run: plan made, allowed, not applied
+    APPLIED = "applied"
+    DENIED = "denied"  # policy said no
+    SKIPPED = "skipped"  # nothing to do (no route, no target, paused...)
+    DUPLICATE = "duplicate"  # claim already taken for this key
+    FAILED = "failed"  # tried and failed permanently
+    REJECTED = "rejected"  # bad input
+    RETRY = "retry"  # temporary failure: nothing done, redeliver later
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy decision: the same document from the embedded engine and OPA."""
+
+    allow: bool
+    reasons: tuple[str, ...] = ()
+    decision_id: str = ""
+    needs_approval: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"allow": self.allow, "reasons": list(self.reasons)}
+        if self.decision_id:
+            d["decision_id"] = self.decision_id
+        if self.needs_approval:
+            d["needs_approval"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of handling one signal. Becomes the reply CloudEvent."""
+
+    status: Status
+    function: str
+    event_id: str
+    event_source: str
+    target: ObjectRef | None = None
+    plan: Plan | None = None
+    reasons: tuple[str, ...] = ()
+    decision: Decision | None = None
+    dry_run: bool = True
+    traceparent: str = ""
+    tracestate: str = ""
+    retryable: bool = False
+
+    @property
+    def actions(self) -> list[dict[str, str]]:
+        if self.plan is None:
+            return []
+        return [
+            {"verb": s.verb, "kind": s.kind, "namespace": s.namespace, "name": s.name}
+            for s in self.plan.steps
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "function": self.function,
+            "event_id": self.event_id,
+            "event_source": self.event_source,
+            "target": self.target.as_dict() if self.target else None,
+            "actions": self.actions,
+            "reasons": list(self.reasons),
+            "decision": self.decision.as_dict() if self.decision else None,
+            "plan": self.plan.as_dict() if self.plan else None,
+            "dry_run": self.dry_run,
+            "retryable": self.retryable,
+        }
