@@ -212,6 +212,7 @@ class Decision:
     reasons: tuple[str, ...] = ()
     decision_id: str = ""
     needs_approval: bool = False
+    dry_run: bool = False  # policy forces a dry run (global switch)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"allow": self.allow, "reasons": list(self.reasons)}
@@ -219,6 +220,8 @@ class Decision:
             d["decision_id"] = self.decision_id
         if self.needs_approval:
             d["needs_approval"] = True
+        if self.dry_run:
+            d["dry_run"] = True
         return d
 
 

@@ -111,7 +111,7 @@ class Settings:
     actor: str = "inference-remediation"
     cluster: str = ""  # default cluster name when an event names none
     routes_file: str = ""  # alert/search name -> function mapping (YAML/JSON)
-    restart_mode: str = "rollout"  # rollout | delete-pod
+    functions: tuple[str, ...] = ()  # functions this process serves; empty: all
     http: HTTPSettings = field(default_factory=HTTPSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
@@ -126,7 +126,8 @@ class Settings:
             actor=g("REMEDIATION_ACTOR", "inference-remediation"),
             cluster=g("REMEDIATION_CLUSTER", ""),
             routes_file=g("REMEDIATION_ROUTES_FILE", ""),
-            restart_mode=g("REMEDIATION_RESTART_MODE", "rollout"),
+            functions=tuple(f.strip() for f in g("REMEDIATION_FUNCTIONS", "").split(",")
+                            if f.strip()),
             http=HTTPSettings(
                 max_body_bytes=_int(g("REMEDIATION_MAX_BODY_BYTES"), 1024 * 1024),
                 alertmanager_bearer=Secret(g("ALERTMANAGER_BEARER_TOKEN", "")),

@@ -1,0 +1,334 @@
+"""The Kubernetes seam: the ONLY module that imports ``kubernetes``, lazily.
+
+``KubeAccess`` implements the pipeline's ``ClusterAccess`` port over the
+official client (37.x): ``LiveFacts`` reads (plain dicts, exactly as the API
+serves them), ``KubeWriter`` applies Plan steps. Objects travel as dicts
+(``_preload_content=False``) so live facts and snapshot facts look alike.
+
+Error mapping (the ``kind: Status`` the API answers):
+- 429, 5xx, timeouts, refused connections -> ``DependencyUnavailable`` (retry);
+- 404 on delete/evict -> done (the pod is already gone);
+- any other 4xx -> ``ActionFailed`` with the API's message (no retry).
+Every call carries ``_request_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from ..credentials import ScopedCredential
+from ..errors import ActionFailed, DependencyUnavailable
+from ..executor import StepResult
+from ..model import ObjectRef, Step, thaw
+from ..settings import KubeSettings
+
+log = logging.getLogger("remediation.kube")
+
+# kind -> (API class, method stem, namespaced). Method names follow the client:
+# read_namespaced_<stem>, list_namespaced_<stem>, list_<stem>_for_all_namespaces,
+# patch_namespaced_<stem>, delete_namespaced_<stem>; cluster-scoped: read_<stem>...
+KINDS: Mapping[str, tuple[str, str, bool]] = {
+    "Pod": ("CoreV1Api", "pod", True),
+    "Node": ("CoreV1Api", "node", False),
+    "Namespace": ("CoreV1Api", "namespace", False),
+    "Event": ("CoreV1Api", "event", True),
+    "Deployment": ("AppsV1Api", "deployment", True),
+    "ReplicaSet": ("AppsV1Api", "replica_set", True),
+    "StatefulSet": ("AppsV1Api", "stateful_set", True),
+    "DaemonSet": ("AppsV1Api", "daemon_set", True),
+    "PodDisruptionBudget": ("PolicyV1Api", "pod_disruption_budget", True),
+    "Lease": ("CoordinationV1Api", "lease", True),
+}
+# custom resources: kind -> (group, version, plural)
+CUSTOM_KINDS: Mapping[str, tuple[str, str, str]] = {
+    "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
+}
+PATCH_TYPES = {
+    "strategic": "application/strategic-merge-patch+json",
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+def _status_message(exc: Any) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason or exc.status)
+    except (ValueError, TypeError):
+        return str(exc.reason or exc.status)
+
+
+def _map_error(exc: BaseException, what: str) -> Exception:
+    """Translate a client/transport exception into our error tree."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        msg = f"{what}: {status} {_status_message(exc)}"
+        if status == 429 or status >= 500 or status == 0:
+            delay = 5.0
+            retry_after = (exc.headers or {}).get("Retry-After") if exc.headers else None
+            if retry_after and str(retry_after).isdigit():
+                delay = float(retry_after)
+            return DependencyUnavailable(msg, delay=delay)
+        return ActionFailed(msg)
+    # urllib3 timeouts, refused connections, TLS errors: all retryable.
+    return DependencyUnavailable(f"{what}: {type(exc).__name__}")
+
+
+def build_api_client(settings: KubeSettings, credential: ScopedCredential | None = None) -> Any:
+    """An ``ApiClient`` for the ambient identity or for a scoped credential."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if not settings.snapshot:
+        try:
+            if settings.kubeconfig or os.path.exists(os.path.expanduser("~/.kube/config")):
+                config.load_kube_config(config_file=settings.kubeconfig or None,
+                                        context=settings.context or None,
+                                        client_configuration=cfg)
+            else:
+                config.load_incluster_config(client_configuration=cfg)
+        except Exception as exc:  # noqa: BLE001 - config errors vary by source
+            if credential is None or not credential.api_server:
+                raise ActionFailed(f"no Kubernetes configuration: {exc}") from None
+    if credential is not None and credential.token:
+        if credential.api_server:
+            cfg.host = credential.api_server
+        cfg.api_key = {"BearerToken": credential.token.reveal()}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        # the scoped token replaces the ambient identity entirely
+        cfg.cert_file = None
+        cfg.key_file = None
+        cfg.username = None
+        cfg.password = None
+        if credential.ca_crt:
+            fd, path = tempfile.mkstemp(prefix="remediation-ca-", suffix=".crt")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(credential.ca_crt)
+            cfg.ssl_ca_cert = path
+    cfg.retries = 1  # one reconnect at most; the pipeline answers "retry" otherwise
+    return client.ApiClient(cfg)
+
+
+class _Api:
+    """Shared plumbing: typed API objects over one ApiClient, raw dict I/O."""
+
+    def __init__(self, api_client: Any, timeout: float) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.timeout = timeout
+        self._apis: dict[str, Any] = {}
+        self._client_mod = client
+
+    def api(self, name: str) -> Any:
+        if name not in self._apis:
+            self._apis[name] = getattr(self._client_mod, name)(self.api_client)
+        return self._apis[name]
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            data = resp.data if hasattr(resp, "data") else resp.read()
+            return json.loads(data) if data else {}
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            raise _map_error(exc, what) from None
+
+    def close(self) -> None:
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+class LiveFacts(_Api):
+    """ClusterFacts over the live API (read-only)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            if kind in CUSTOM_KINDS:
+                g, v, plural = CUSTOM_KINDS[kind]
+                fn = self.api("CustomObjectsApi").get_namespaced_custom_object
+                resp = fn(g, v, namespace, plural, name, _preload_content=False,
+                          _request_timeout=self.timeout)
+            else:
+                api_name, stem, namespaced = KINDS[kind]
+                api = self.api(api_name)
+                if namespaced:
+                    resp = getattr(api, f"read_namespaced_{stem}")(
+                        name, namespace, _preload_content=False, _request_timeout=self.timeout)
+                else:
+                    resp = getattr(api, f"read_{stem}")(
+                        name, _preload_content=False, _request_timeout=self.timeout)
+            return json.loads(resp.data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _map_error(exc, f"get {kind}/{namespace}/{name}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise _map_error(exc, f"get {kind}/{namespace}/{name}") from None
+
+    def list(self, kind: str, namespace: str | None = None, *,
+             labels: Mapping[str, str] | None = None,
+             node: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        if labels:
+            kwargs["label_selector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if node is not None:
+            kwargs["field_selector"] = f"spec.nodeName={node}"
+        what = f"list {kind}"
+        if kind in CUSTOM_KINDS:
+            g, v, plural = CUSTOM_KINDS[kind]
+            api = self.api("CustomObjectsApi")
+            if namespace is None:
+                body = self.call(what, api.list_cluster_custom_object, g, v, plural, **kwargs)
+            else:
+                body = self.call(what, api.list_namespaced_custom_object, g, v, namespace,
+                                 plural, **kwargs)
+        else:
+            api_name, stem, namespaced = KINDS[kind]
+            api = self.api(api_name)
+            if not namespaced:
+                body = self.call(what, getattr(api, f"list_{stem}"), **kwargs)
+            elif namespace is None:
+                body = self.call(what, getattr(api, f"list_{stem}_for_all_namespaces"), **kwargs)
+            else:
+                body = self.call(what, getattr(api, f"list_namespaced_{stem}"), namespace,
+                                 **kwargs)
+        items = body.get("items") or []
+        for item in items:  # list items come without kind/apiVersion
+            item.setdefault("kind", kind)
+        return items
+
+
+class KubeWriter(_Api):
+    """Applies Plan steps; one instance per execution (per credential)."""
+
+    def __init__(self, api_client: Any, timeout: float, component: str,
+                 cleanup: str = "") -> None:
+        super().__init__(api_client, timeout)
+        self.component = component
+        self._cleanup = cleanup
+
+    def apply(self, step: Step, *, dry_run: bool) -> StepResult:
+        from kubernetes.client.exceptions import ApiException
+
+        dr = {"dry_run": "All"} if dry_run else {}
+        body = thaw(step.body)
+        what = f"{step.verb} {step.ref}"
+        try:
+            if step.verb == "patch":
+                api_name, stem, namespaced = KINDS[step.kind]
+                api = self.api(api_name)
+                ctype = PATCH_TYPES[step.patch_type]
+                if namespaced:
+                    fn = getattr(api, f"patch_namespaced_{stem}")
+                    fn(step.name, step.namespace, body, _content_type=ctype,
+                       _preload_content=False, _request_timeout=self.timeout, **dr)
+                else:
+                    getattr(api, f"patch_{stem}")(step.name, body, _content_type=ctype,
+                                                  _preload_content=False,
+                                                  _request_timeout=self.timeout, **dr)
+                return StepResult(step, True, "dry run accepted" if dry_run else "patched", 200)
+            if step.verb == "scale":
+                api_name, stem, _ = KINDS[step.kind]
+                fn = getattr(self.api(api_name), f"patch_namespaced_{stem}_scale")
+                fn(step.name, step.namespace, body, _preload_content=False,
+                   _request_timeout=self.timeout, **dr)
+                return StepResult(step, True, "dry run accepted" if dry_run else "scaled", 200)
+            if step.verb == "delete":
+                api_name, stem, _ = KINDS[step.kind]
+                fn = getattr(self.api(api_name), f"delete_namespaced_{stem}")
+                fn(step.name, step.namespace, body=body or None, _preload_content=False,
+                   _request_timeout=self.timeout, **dr)
+                return StepResult(step, True, "dry run accepted" if dry_run else "deleted", 200)
+            if step.verb == "evict":
+                eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                            "metadata": {"name": step.name, "namespace": step.namespace},
+                            "deleteOptions": dict(body) if body else {}}
+                if dry_run:
+                    eviction["deleteOptions"]["dryRun"] = ["All"]
+                self.api("CoreV1Api").create_namespaced_pod_eviction(
+                    step.name, step.namespace, eviction, _preload_content=False,
+                    _request_timeout=self.timeout)
+                return StepResult(step, True, "dry run accepted" if dry_run else "evicted", 201)
+            raise ActionFailed(f"{what}: unknown verb")
+        except ApiException as exc:
+            if exc.status == 404 and step.verb in ("delete", "evict"):
+                return StepResult(step, True, "already gone", 404)
+            if exc.status == 429 and step.verb == "evict":
+                return StepResult(step, False, f"blocked: {_status_message(exc)}", 429)
+            raise _map_error(exc, what) from None
+        except (ActionFailed, DependencyUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _map_error(exc, what) from None
+
+    def record_event(self, target: ObjectRef, *, reason: str, message: str,
+                     type: str = "Normal") -> None:
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ns = target.namespace or "default"
+        api_version = {"Deployment": "apps/v1", "StatefulSet": "apps/v1"}.get(target.kind, "v1")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{target.name[:40]}.remediation-", "namespace": ns},
+            "involvedObject": {"kind": target.kind, "namespace": target.namespace,
+                               "name": target.name, "apiVersion": api_version},
+            "reason": reason, "message": message, "type": type,
+            "source": {"component": self.component},
+            "reportingComponent": self.component, "reportingInstance": self.component,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.api("CoreV1Api").create_namespaced_event(
+                ns, body, _preload_content=False, _request_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - an audit Event is best effort
+            log.warning("could not record Event on %s: %s", target, _map_error(exc, "event"))
+
+    def close(self) -> None:
+        super().close()
+        if self._cleanup:
+            try:
+                os.unlink(self._cleanup)
+            except OSError:
+                pass
+
+
+class KubeAccess:
+    """ClusterAccess over the live API: ambient identity reads facts; each
+    execution gets a writer built from its own (Vault-issued) credential."""
+
+    live = True
+
+    def __init__(self, settings: KubeSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._facts: dict[str, LiveFacts] = {}
+
+    def facts(self, cluster: str) -> LiveFacts:
+        with self._lock:
+            if cluster not in self._facts:
+                self._facts[cluster] = LiveFacts(build_api_client(self.settings),
+                                                 self.settings.timeout)
+            return self._facts[cluster]
+
+    def writer(self, cluster: str, credential: ScopedCredential) -> KubeWriter:
+        api_client = build_api_client(self.settings, credential)
+        cleanup = api_client.configuration.ssl_ca_cert if credential.ca_crt else ""
+        return KubeWriter(api_client, self.settings.timeout,
+                          self.settings.reporting_component, cleanup=cleanup or "")
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._facts.values():
+                f.close()
+            self._facts.clear()

@@ -1,0 +1,49 @@
+"""From CloudEvents to outcomes: the glue shared by the HTTP app and the CLI.
+
+Pure apart from what the pipeline's ports do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .errors import InvalidInput
+from .events.signal import signal_from_event
+from .model import Outcome, Status
+from .pipeline import Pipeline
+
+
+def _attr(event: Any, getter: str) -> str:
+    try:
+        return str(getattr(event, getter)() or "")
+    except Exception:  # noqa: BLE001 - a broken attribute is just unknown here
+        return ""
+
+
+def handle_event(pipeline: Pipeline, event: Any, *, via: str) -> Outcome:
+    """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an action."""
+    try:
+        signal = signal_from_event(event)
+    except InvalidInput as exc:
+        reason = str(exc) if not exc.attribute else f"{exc.attribute}: {exc}"
+        return Outcome(status=Status.REJECTED, function="", event_id=_attr(event, "get_id"),
+                       event_source=_attr(event, "get_source"), reasons=(reason,))
+    try:
+        requested = str(event.get_extension("remediation") or "")
+    except Exception:  # noqa: BLE001
+        requested = ""
+    return pipeline.handle(signal, via=via, requested=requested)
+
+
+def handle_events(pipeline: Pipeline, events: Iterable[Any], *, via: str) -> list[Outcome]:
+    return [handle_event(pipeline, e, via=via) for e in events]
+
+
+def http_status(outcomes: list[Outcome]) -> int:
+    """200 when every outcome is final; 503 when any is worth redelivering
+    (the rest come back as duplicates); 400 when all were rejected."""
+    if any(o.status is Status.RETRY for o in outcomes):
+        return 503
+    if outcomes and all(o.status is Status.REJECTED for o in outcomes):
+        return 400
+    return 200

@@ -1,0 +1,156 @@
+"""The ledger: claim each remediation key once, record what happened.
+
+SQLite (stdlib) is the embedded implementation: an in-memory database for one
+process, or a file shared by several processes (WAL, busy timeout). A claim
+is an INSERT on the key's primary key, so exactly one claimer wins; a claim
+whose holder vanished (still ``claimed`` past ``expires_at``) can be retaken.
+Finished records answer history queries for policy limits.
+
+States: ``claimed`` -> ``applied`` | ``planned`` | ``denied`` | ``failed`` |
+``skipped``; a temporary failure releases the claim (row deleted) so a
+redelivery can try again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..model import Plan
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+  key         TEXT PRIMARY KEY,
+  function    TEXT NOT NULL,
+  action      TEXT NOT NULL,
+  target      TEXT NOT NULL,
+  status      TEXT NOT NULL,
+  holder      TEXT NOT NULL,
+  claimed_at  REAL NOT NULL,
+  expires_at  REAL NOT NULL,
+  updated_at  REAL NOT NULL,
+  event_id    TEXT NOT NULL DEFAULT '',
+  plan        TEXT NOT NULL DEFAULT '{}',
+  decision    TEXT NOT NULL DEFAULT '{}',
+  reasons     TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS claims_target ON claims(target, updated_at);
+CREATE INDEX IF NOT EXISTS claims_action ON claims(action, updated_at);
+"""
+
+ACTED = ("applied", "claimed")  # states that count as an action taken (or in flight)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    won: bool
+    key: str
+    status: str  # the current status of the key (ours "claimed" when won)
+    holder: str = ""
+
+
+class Ledger(Protocol):
+    def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
+              ttl: float) -> ClaimResult: ...
+
+    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
+               reasons: list[str] | None = None) -> None: ...
+
+    def release(self, key: str, *, holder: str) -> None: ...
+
+    def stats(self, plan: Plan, *, now: float, window: float) -> dict[str, int]: ...
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteLedger:
+    """Claims and history in SQLite. ``path=""`` means in-memory."""
+
+    def __init__(self, path: str = "") -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path or ":memory:", timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        if path:
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+
+    def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
+              ttl: float) -> ClaimResult:
+        row = (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
+               now, now + ttl, now, event_id, json.dumps(plan.as_dict(), sort_keys=True))
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO claims (key, function, action, target, status, holder,"
+                    " claimed_at, expires_at, updated_at, event_id, plan)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                return ClaimResult(True, plan.key, "claimed", holder)
+            except sqlite3.IntegrityError:
+                pass
+            # Taken. Retake only a claim whose holder vanished (still claimed, expired).
+            cur = self._db.execute(
+                "UPDATE claims SET holder=?, claimed_at=?, expires_at=?, updated_at=?,"
+                " event_id=? WHERE key=? AND status='claimed' AND expires_at < ?",
+                (holder, now, now + ttl, now, event_id, plan.key, now))
+            if cur.rowcount == 1:
+                return ClaimResult(True, plan.key, "claimed", holder)
+            got = self._db.execute("SELECT status, holder FROM claims WHERE key=?",
+                                   (plan.key,)).fetchone()
+        status, other = got if got else ("claimed", "")
+        return ClaimResult(False, plan.key, status, other)
+
+    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
+               reasons: list[str] | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE claims SET status=?, updated_at=?, decision=?, reasons=? WHERE key=?",
+                (status, now, json.dumps(decision or {}, sort_keys=True),
+                 json.dumps(reasons or []), key))
+
+    def release(self, key: str, *, holder: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key=? AND holder=? AND status='claimed'",
+                             (key, holder))
+
+    def stats(self, plan: Plan, *, now: float, window: float) -> dict[str, int]:
+        since = now - window
+        q = ("SELECT COUNT(*) FROM claims WHERE status IN ('applied','claimed') AND updated_at >= ?")
+        with self._lock:
+            target = self._db.execute(q + " AND target=?", (since, str(plan.target))).fetchone()[0]
+            action = self._db.execute(q + " AND action=?", (since, plan.action)).fetchone()[0]
+            total = self._db.execute(q, (since,)).fetchone()[0]
+        return {"target_actions_in_window": int(target), "action_count_in_window": int(action),
+                "cluster_actions_in_window": int(total), "window_seconds": int(window)}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM claims WHERE key=?", (key,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cols = [c[0] for c in cur.description]
+        rec = dict(zip(cols, row))
+        for k in ("plan", "decision", "reasons"):
+            rec[k] = json.loads(rec[k])
+        return rec
+
+    def history(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, args = "SELECT key FROM claims", []
+        if target:
+            sql += " WHERE target=?"
+            args.append(target)
+        sql += " ORDER BY updated_at DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            keys = [r[0] for r in self._db.execute(sql, args).fetchall()]
+        return [r for k in keys if (r := self.get(k)) is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,221 @@
+"""The one path every action takes:
+
+    route -> plan (pure) -> claim once (ledger) -> decide (policy)
+          -> lease scoped credentials (Vault) -> execute -> report
+
+No I/O of its own: it drives ports (cluster access, ledger, policy engine,
+credential broker) handed to it at start-up. Every path ends in an
+:class:`Outcome`; temporary failures (OPA/Vault/API down or slow) end in
+``Status.RETRY`` with nothing done and the claim released, so a redelivery
+can act once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from .actions.base import PlanContext, Remediation
+from .credentials import CredentialBroker, ScopedCredential
+from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
+from .executor import ClusterAccess, StepResult, execute
+from .guard.ledger import Ledger
+from .guard.policy import PolicyEngine, decide
+from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
+from .routing import Routes
+from .settings import Settings
+
+log = logging.getLogger("remediation.pipeline")
+
+#: ledger window used for the stats fed into policy input (limits, cooldowns).
+STATS_WINDOW_SECONDS = 3600.0
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    routes: Routes
+    catalogue: Mapping[str, Remediation]
+    cluster: ClusterAccess
+    ledger: Ledger
+    policy: PolicyEngine
+    credentials: CredentialBroker
+    clock: Callable[[], float] = time.time
+    holder: str = field(default_factory=default_holder)
+
+    # -- helpers -----------------------------------------------------------
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+
+    def _outcome(self, signal: Signal, status: Status, function: str, *,
+                 plan: Plan | None = None, reasons: tuple[str, ...] = (),
+                 decision: Decision | None = None, dry_run: bool = True,
+                 target: Any = None, retryable: bool = False,
+                 results: list[StepResult] | None = None) -> Outcome:
+        return Outcome(
+            status=status, function=function, event_id=signal.event_id,
+            event_source=signal.source, target=target or (plan.target if plan else None),
+            plan=plan, reasons=reasons + tuple(_describe_results(results)),
+            decision=decision, dry_run=dry_run, traceparent=signal.traceparent,
+            tracestate=signal.tracestate, retryable=retryable)
+
+    def route(self, signal: Signal, requested: str = "") -> str:
+        """The function for ``signal``: the event's ``remediation`` extension
+        when it names a known function, else the routes table."""
+        if requested and requested in self.catalogue:
+            return requested
+        return self.routes.function_for_signal(signal)
+
+    # -- the path ----------------------------------------------------------
+    def handle(self, signal: Signal, *, via: str = "trigger", requested: str = "") -> Outcome:
+        function = self.route(signal, requested)
+        if not function:
+            return self._outcome(signal, Status.SKIPPED, "",
+                                 reasons=(f"no remediation is routed for {signal.name!r}",))
+        served = self.settings.functions
+        if served and function not in served:
+            return self._outcome(signal, Status.SKIPPED, function,
+                                 reasons=(f"function {function} is not served here",))
+        remediation = self.catalogue.get(function)
+        if remediation is None:
+            return self._outcome(signal, Status.SKIPPED, function,
+                                 reasons=(f"function {function} is not in the catalogue",))
+        if signal.status == "resolved" and not remediation.handles_resolved:
+            return self._outcome(signal, Status.SKIPPED, function,
+                                 reasons=("resolved alert: nothing to do for this function",))
+
+        cluster = signal.cluster or self.settings.cluster
+        try:
+            facts = self.cluster.facts(cluster)
+            ctx = PlanContext(signal=signal, facts=facts, now=self._now(),
+                              options=self.routes.options_for(function))
+            planned = remediation.planner(ctx)
+        except InvalidInput as exc:
+            return self._outcome(signal, Status.REJECTED, function, reasons=(str(exc),))
+        except TemporaryError as exc:
+            return self._outcome(signal, Status.RETRY, function, retryable=True,
+                                 reasons=(f"cannot read cluster facts: {exc}",))
+        if isinstance(planned, NoPlan):
+            return self._outcome(signal, Status.SKIPPED, function, reasons=planned.reasons,
+                                 target=planned.target)
+        return self._run(signal, planned, via=via, cluster=cluster)
+
+    def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str) -> Outcome:
+        fn = plan.function
+        dry_run = self.settings.dry_run or not self.cluster.live
+        now = self.clock()
+        claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id, now=now,
+                                  ttl=self.settings.ledger.claim_ttl)
+        if not claim.won:
+            if claim.status == "claimed":
+                return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
+                                     retryable=True, reasons=(
+                                         "another worker holds this remediation right now",))
+            return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
+                                 reasons=(f"already handled for this incident ({claim.status})",))
+        try:
+            return self._claimed(signal, plan, via=via, cluster=cluster, dry_run=dry_run)
+        except BaseException:
+            # Whatever went wrong unexpectedly, nothing is left claimed forever.
+            self.ledger.release(plan.key, holder=self.holder)
+            raise
+
+    def _claimed(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
+                 dry_run: bool) -> Outcome:
+        fn = plan.function
+        stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS)
+        try:
+            decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
+                              cluster=cluster, self_namespace=self.settings.kube.self_namespace,
+                              dry_run=dry_run, stats=stats, now=self._now())
+        except TemporaryError as exc:
+            self.ledger.release(plan.key, holder=self.holder)
+            return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
+                                 retryable=True, reasons=(f"policy unavailable: {exc}",))
+        if not decision.allow:
+            self.ledger.finish(plan.key, Status.DENIED.value, now=self.clock(),
+                               decision=decision.as_dict(), reasons=list(decision.reasons))
+            return self._outcome(signal, Status.DENIED, fn, plan=plan, decision=decision,
+                                 dry_run=dry_run, reasons=decision.reasons)
+        if decision.needs_approval:
+            self.ledger.finish(plan.key, Status.DENIED.value, now=self.clock(),
+                               decision=decision.as_dict(), reasons=list(decision.reasons))
+            return self._outcome(signal, Status.DENIED, fn, plan=plan, decision=decision,
+                                 dry_run=dry_run,
+                                 reasons=decision.reasons + ("needs human approval",))
+        dry_run = dry_run or decision.dry_run
+
+        if not self.cluster.live:
+            self.ledger.finish(plan.key, Status.PLANNED.value, now=self.clock(),
+                               decision=decision.as_dict())
+            return self._outcome(signal, Status.PLANNED, fn, plan=plan, decision=decision,
+                                 dry_run=True, reasons=decision.reasons + (
+                                     "plan only: facts come from a snapshot",))
+        return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
+
+    def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
+                 dry_run: bool) -> Outcome:
+        fn = plan.function
+        try:
+            credential = self.credentials.lease(plan, cluster)
+        except TemporaryError as exc:
+            self.ledger.release(plan.key, holder=self.holder)
+            return self._outcome(signal, Status.RETRY, fn, plan=plan, decision=decision,
+                                 dry_run=dry_run, retryable=True,
+                                 reasons=(f"credentials unavailable: {exc}",))
+        except ActionFailed as exc:
+            self.ledger.finish(plan.key, Status.FAILED.value, now=self.clock(),
+                               decision=decision.as_dict(), reasons=[str(exc)])
+            return self._outcome(signal, Status.FAILED, fn, plan=plan, decision=decision,
+                                 dry_run=dry_run, reasons=(f"credentials refused: {exc}",))
+        try:
+            return self._apply(signal, plan, decision, credential, cluster=cluster,
+                               dry_run=dry_run)
+        finally:
+            self.credentials.revoke(credential)
+
+    def _apply(self, signal: Signal, plan: Plan, decision: Decision,
+               credential: ScopedCredential, *, cluster: str, dry_run: bool) -> Outcome:
+        fn = plan.function
+        writer = self.cluster.writer(cluster, credential)
+        try:
+            try:
+                results = execute(plan, writer, dry_run=dry_run)
+            except TemporaryError as exc:
+                self.ledger.release(plan.key, holder=self.holder)
+                return self._outcome(signal, Status.RETRY, fn, plan=plan, decision=decision,
+                                     dry_run=dry_run, retryable=True,
+                                     reasons=(f"cluster unavailable: {exc}",))
+            except ActionFailed as exc:
+                done = getattr(exc, "results", [])
+                self.ledger.finish(plan.key, Status.FAILED.value, now=self.clock(),
+                                   decision=decision.as_dict(), reasons=[str(exc)])
+                return self._outcome(signal, Status.FAILED, fn, plan=plan, decision=decision,
+                                     dry_run=dry_run, reasons=(str(exc),), results=done)
+            status = Status.PLANNED if dry_run else Status.APPLIED
+            self.ledger.finish(plan.key, status.value, now=self.clock(),
+                               decision=decision.as_dict())
+            if not dry_run:
+                writer.record_event(
+                    plan.target, reason="RemediationApplied",
+                    message=(f"{fn}: {plan.action} for {signal.name or 'alert'} "
+                             f"(event {signal.event_id}, incident {signal.incident})")[:1000])
+            extra = ("server-side dry run accepted",) if dry_run else ()
+            return self._outcome(signal, status, fn, plan=plan, decision=decision,
+                                 dry_run=dry_run, reasons=decision.reasons + extra,
+                                 results=results)
+        finally:
+            writer.close()
+
+
+def _describe_results(results: list[StepResult] | None) -> list[str]:
+    return [f"{r.step.verb} {r.step.ref}: {r.detail}" for r in results or []]

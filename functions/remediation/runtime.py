@@ -1,0 +1,70 @@
+"""Composition root: build the pipeline's ports from Settings, once.
+
+The only place that chooses implementations (embedded policy or OPA server,
+Vault or ambient credentials, live API or snapshot). Client modules are
+imported lazily here so a snapshot replay never loads the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .actions.catalogue import CATALOGUE
+from .credentials import AmbientCredentials, CredentialBroker
+from .facts import SnapshotAccess, SnapshotFacts
+from .guard.ledger import SQLiteLedger
+from .guard.policy import load_policy_engine
+from .pipeline import Pipeline
+from .routing import load_routes
+from .settings import Settings
+
+log = logging.getLogger("remediation.runtime")
+
+
+def build_credentials(settings: Settings) -> CredentialBroker:
+    if settings.vault.addr:
+        from .clients.vault import VaultCredentialBroker
+
+        log.info("credentials: Vault at %s (kubernetes auth role %s), per-plan leases",
+                 settings.vault.addr, settings.vault.auth_role)
+        return VaultCredentialBroker(settings.vault, default_cluster=settings.cluster)
+    log.info("credentials: no VAULT_ADDR set; using the ambient identity "
+             "(in-cluster service account or kubeconfig)")
+    return AmbientCredentials(settings.cluster)
+
+
+def build_cluster(settings: Settings) -> Any:
+    if settings.kube.snapshot:
+        log.info("cluster: snapshot %s (plan only)", settings.kube.snapshot)
+        return SnapshotAccess(SnapshotFacts.load(settings.kube.snapshot))
+    from .clients.kube import KubeAccess
+
+    log.info("cluster: live API (%s)", settings.kube.kubeconfig or "in-cluster or ~/.kube/config")
+    return KubeAccess(settings.kube)
+
+
+def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
+    """A ready pipeline; ``overrides`` replace any port (tests, CLI)."""
+    ports: dict[str, Any] = dict(overrides)
+    if "routes" not in ports:
+        ports["routes"] = load_routes(settings.routes_file)
+    if "cluster" not in ports:
+        ports["cluster"] = build_cluster(settings)
+    if "ledger" not in ports:
+        ports["ledger"] = SQLiteLedger(settings.ledger.path)
+    if "policy" not in ports:
+        ports["policy"] = load_policy_engine(settings.policy)
+    if "credentials" not in ports:
+        ports["credentials"] = build_credentials(settings)
+    return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    for port in (pipeline.credentials, pipeline.policy, pipeline.ledger, pipeline.cluster):
+        close = getattr(port, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - shutting down, best effort
+                log.warning("error closing %s", type(port).__name__)
