@@ -68,6 +68,10 @@ class Pipeline:
             decision=decision, dry_run=dry_run, traceparent=signal.traceparent,
             tracestate=signal.tracestate, retryable=retryable)
 
+    def _history(self, target: str, window: float) -> list[dict[str, Any]]:
+        since = self.clock() - window
+        return [r for r in self.ledger.history(target=target) if r["updated_at"] >= since]
+
     def route(self, signal: Signal, requested: str = "") -> str:
         """The function for ``signal``: the event's ``remediation`` extension
         when it names a known function, else the routes table."""
@@ -97,7 +101,8 @@ class Pipeline:
         try:
             facts = self.cluster.facts(cluster)
             ctx = PlanContext(signal=signal, facts=facts, now=self._now(),
-                              options=self.routes.options_for(function))
+                              options=self.routes.options_for(function),
+                              history=self._history)
             planned = remediation.planner(ctx)
         except InvalidInput as exc:
             return self._outcome(signal, Status.REJECTED, function, reasons=(str(exc),))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..facts import ClusterFacts
 from ..model import NoPlan, ObjectRef, Plan, Signal, stable_digest
@@ -27,6 +27,9 @@ class PlanContext:
     facts: ClusterFacts
     now: datetime
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: past ledger records for a target ("Kind/ns/name"), newest first, within
+    #: ``window`` seconds: what escalation ladders and cooldowns read.
+    history: Callable[[str, float], Sequence[Mapping[str, Any]]] = lambda target, window: ()
 
     @property
     def now_rfc3339(self) -> str:

@@ -1,0 +1,23 @@
+"""Adapter mode: with ``K_SINK`` set (a SinkBinding), webhooks forward their
+CloudEvents to the Broker instead of handling them in-process."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Response
+
+from .clients.sink import send_all
+from .settings import HTTPSettings
+
+
+def forward_events(events: list, http: HTTPSettings) -> Response:
+    deliveries = send_all(http.sink, events, timeout=http.sink_timeout)
+    failed = [d for d in deliveries if not d.ok]
+    body = {"received": len(events), "forwarded": len(deliveries) - len(failed),
+            "failed": [{"event_id": d.event_id, "status": d.status, "detail": d.detail}
+                       for d in failed[:20]]}
+    status = 503 if failed else 200
+    headers = {"Retry-After": "5"} if failed else {}
+    return Response(json.dumps(body), status=status, mimetype="application/json",
+                    headers=headers)

@@ -1,0 +1,75 @@
+"""The SQLite ledger: claim once, retake only expired claims, history stats."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+from remediation.guard.ledger import SQLiteLedger
+from remediation.model import ObjectRef, Plan
+
+
+def mkplan(key: str = "k1", name: str = "vllm") -> Plan:
+    return Plan("restart-engine", "rollout-restart", ObjectRef("Deployment", "llm", name), (),
+                key=key)
+
+
+def test_claim_once_then_duplicate():
+    led = SQLiteLedger()
+    assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
+    second = led.claim(mkplan(), holder="b", event_id="e", now=101, ttl=60)
+    assert not second.won and second.status == "claimed" and second.holder == "a"
+    led.finish("k1", "applied", now=102)
+    third = led.claim(mkplan(), holder="b", event_id="e", now=5000, ttl=60)
+    assert not third.won and third.status == "applied"  # finished: never retaken
+
+
+def test_expired_claim_is_retaken_and_release_allows_retry():
+    led = SQLiteLedger()
+    assert led.claim(mkplan(), holder="dead", event_id="e", now=100, ttl=60).won
+    assert not led.claim(mkplan(), holder="b", event_id="e", now=150, ttl=60).won
+    assert led.claim(mkplan(), holder="b", event_id="e", now=161, ttl=60).won
+    led.release("k1", holder="b")
+    assert led.get("k1") is None
+    assert led.claim(mkplan(), holder="c", event_id="e", now=170, ttl=60).won
+
+
+def test_release_by_another_holder_does_nothing():
+    led = SQLiteLedger()
+    led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60)
+    led.release("k1", holder="intruder")
+    assert led.get("k1")["holder"] == "a"
+
+
+def test_stats_count_actions_in_window():
+    led = SQLiteLedger()
+    for i, name in enumerate(["a", "a", "b"]):
+        led.claim(mkplan(f"k{i}", name), holder="h", event_id="e", now=1000 + i, ttl=60)
+        led.finish(f"k{i}", "applied", now=1000 + i)
+    led.claim(mkplan("kd", "a"), holder="h", event_id="e", now=1003, ttl=60)
+    led.finish("kd", "denied", now=1003)
+    s = led.stats(mkplan("x", "a"), now=1010, window=3600)
+    assert s["target_actions_in_window"] == 2
+    assert s["action_count_in_window"] == 3
+    assert s["cluster_actions_in_window"] == 3
+    assert led.stats(mkplan("x", "a"), now=99999, window=60)["cluster_actions_in_window"] == 0
+
+
+def _claim_many(path: str, holder: str, keys: list[str], out: "mp.Queue[int]") -> None:
+    led = SQLiteLedger(path)
+    won = sum(led.claim(mkplan(k), holder=holder, event_id="e", now=100, ttl=600).won for k in keys)
+    out.put(won)
+
+
+def test_one_winner_per_key_across_processes(tmp_path):
+    path = str(tmp_path / "ledger.sqlite")
+    SQLiteLedger(path).close()
+    keys = [f"key-{i % 25}" for i in range(100)]  # 4 deliveries of each of 25 keys
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_claim_many, args=(path, f"w{n}", keys, q)) for n in range(4)]
+    for p in procs:
+        p.start()
+    total = sum(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert total == 25  # exactly one winner per distinct key
