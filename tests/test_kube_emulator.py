@@ -823,7 +823,7 @@ def test_leases_events_nodes_and_namespaces(kube_emulator, kube_api_client, core
     assert kube_emulator.get("nodes", "gpu-node-1")["spec"]["unschedulable"] is True
     assert [
         n.metadata.name for n in core.list_node(field_selector="spec.unschedulable=true").items
-    ] == ["gpu-node-1"]
+    ] == ["gpu-node-1", "gpu-node-6", "gpu-node-7"]  # 6 and 7 come cordoned in the demo fleet
     assert (
         kube_emulator.get("nodes", "gpu-node-1")["status"]["allocatable"]["nvidia.com/gpu"] == "8"
     )

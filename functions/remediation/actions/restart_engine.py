@@ -24,6 +24,7 @@ from .base import (
     Remediation,
     remediation_key,
 )
+from .escalation import escalate
 
 NAME = "restart-engine"
 NAMESPACE_LABELS = ("namespace", "exported_namespace", "kubernetes_namespace")
@@ -93,6 +94,9 @@ def plan_restart(ctx: PlanContext) -> Plan | NoPlan:
     target = resolved
     mode = str(ctx.options.get("mode", "rollout"))
     key = remediation_key(NAME, s, target)
+    escalated = escalate(ctx, NAME, target, pod, key)  # a target that keeps failing
+    if escalated is not None:
+        return escalated
     why = f"{s.name or 'alert'} ({s.origin}) reports a wedged engine"
 
     if mode == "delete-pod" and pod is not None:
@@ -113,6 +117,11 @@ def plan_restart(ctx: PlanContext) -> Plan | NoPlan:
     if target.kind == "Deployment" and (workload.get("spec") or {}).get("paused"):
         return _no(f"can't restart paused deployment {target.name} (run rollout resume first)",
                    target)
+    template_ann = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    if (template_ann.get("annotations") or {}).get(INCIDENT_ANNOTATION) == s.incident:
+        return NoPlan(NAME, (f"{target} was already restarted for this incident "
+                             "(its pod template carries the incident mark)",), target,
+                      already_done=True)
     patch = {"spec": {"template": {"metadata": {"annotations": {
         RESTARTED_AT_ANNOTATION: ctx.now_rfc3339,
         INCIDENT_ANNOTATION: s.incident,
