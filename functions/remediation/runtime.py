@@ -14,10 +14,9 @@ from .actions.catalogue import CATALOGUE
 from .credentials import AmbientCredentials, CredentialBroker
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
-from .guard.policy import load_policy_engine
 from .pipeline import Pipeline
 from .routing import load_routes
-from .settings import Settings
+from .settings import PolicySettings, Settings
 
 log = logging.getLogger("remediation.runtime")
 
@@ -42,6 +41,18 @@ def build_cluster(settings: Settings) -> Any:
 
     log.info("cluster: live API (%s)", settings.kube.kubeconfig or "in-cluster or ~/.kube/config")
     return KubeAccess(settings.kube)
+
+
+def load_policy_engine(settings: PolicySettings) -> Any:
+    """OPA server when OPA_URL is set, else the embedded Rego engine."""
+    if settings.opa_url:
+        from .clients.opa import OpaServerPolicyEngine
+
+        log.info("policy: OPA server at %s", settings.opa_url)
+        return OpaServerPolicyEngine(settings)
+    from .clients.rego import EmbeddedPolicyEngine
+
+    return EmbeddedPolicyEngine(settings)
 
 
 def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:

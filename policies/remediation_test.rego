@@ -1,0 +1,205 @@
+# Unit tests for remediation.rego: every deny rule has at least one test.
+# Run with the embedded engine: `remediate policy test` (part of `make test`).
+package remediation_test
+
+import rego.v1
+
+import data.remediation
+
+step(verb, kind, ns, name) := {"verb": verb, "kind": kind, "namespace": ns, "name": name}
+
+restart(ns) := {
+	"action": "rollout-restart",
+	"plan": {"steps": [step("patch", "Deployment", ns, "vllm")], "params": {}},
+	"target": {"kind": "Deployment", "namespace": ns, "name": "vllm"},
+	"namespaces": [ns],
+	"self_namespace": "remediation",
+	"stats": {},
+	"now": "2026-11-01T10:00:00Z",
+}
+
+drain(params) := {
+	"action": "cordon-drain",
+	"plan": {"steps": [step("patch", "Node", "", "gpu-node-1"), step("evict", "Pod", "llm", "p")], "params": params},
+	"target": {"kind": "Node", "namespace": "", "name": "gpu-node-1"},
+	"namespaces": ["llm"],
+	"self_namespace": "remediation",
+	"stats": {},
+	"now": "2026-11-01T10:00:00Z",
+}
+
+test_restart_in_serving_namespace_allowed if {
+	d := remediation.decision with input as restart("llm-serving")
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_protected_namespace_denied if {
+	d := remediation.decision with input as restart("kube-system")
+	d.allow == false
+	"namespace kube-system is protected" in d.reasons
+}
+
+test_protected_prefix_denied if {
+	d := remediation.decision with input as restart("openshift-ai-platform")
+	d.allow == false
+	"namespace openshift-ai-platform is protected" in d.reasons
+}
+
+test_own_namespace_denied if {
+	d := remediation.decision with input as restart("remediation")
+	d.allow == false
+}
+
+test_unknown_action_denied if {
+	d := remediation.decision with input as object.union(restart("llm"), {"action": "rm-rf"})
+	d.allow == false
+	"unknown action rm-rf" in d.reasons
+}
+
+test_kind_not_allowed_for_action_denied if {
+	inp := object.union(restart("llm"), {"plan": {"steps": [step("patch", "Node", "", "n1")], "params": {}}})
+	d := remediation.decision with input as inp
+	"action rollout-restart may not touch a Node" in d.reasons
+}
+
+test_verb_not_allowed_for_action_denied if {
+	inp := object.union(restart("llm"), {"plan": {"steps": [step("delete", "Deployment", "llm", "vllm")], "params": {}}})
+	d := remediation.decision with input as inp
+	"action rollout-restart may not delete" in d.reasons
+}
+
+test_too_many_steps_denied if {
+	s := step("patch", "Deployment", "llm", "vllm")
+	inp := object.union(restart("llm"), {"plan": {"steps": [s, s], "params": {}}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_empty_plan_denied if {
+	inp := object.union(restart("llm"), {"plan": {"steps": [], "params": {}}})
+	d := remediation.decision with input as inp
+	"plan has no steps" in d.reasons
+}
+
+test_protected_node_denied if {
+	d := remediation.decision with input as drain({"node": "gpu-node-1"})
+		with data.remediation_config.protected_nodes as ["gpu-node-1"]
+	"node gpu-node-1 is off limits" in d.reasons
+}
+
+test_target_cooldown_denied if {
+	inp := object.union(restart("llm"), {"stats": {"target_actions_in_window": 3}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_action_rate_limit_denied if {
+	inp := object.union(restart("llm"), {"stats": {"action_count_in_window": 20}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_cluster_rate_limit_denied if {
+	inp := object.union(restart("llm"), {"stats": {"cluster_actions_in_window": 50}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_eviction_count_limit_denied if {
+	inp := object.union(drain({"evict_count": 200}), {"action": "evict-pods", "plan": {"steps": [step("evict", "Pod", "llm", "p")], "params": {"evict_count": 5}}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_drain_within_circuit_breaker_allowed if {
+	d := remediation.decision with input as drain({"cordon": true, "gpu_nodes": 8, "cordoned_gpu_nodes_after": 2})
+	d.allow == true
+}
+
+test_circuit_breaker_denies_crossing_the_limit if {
+	d := remediation.decision with input as drain({"cordon": true, "gpu_nodes": 4, "cordoned_gpu_nodes_after": 2})
+	d.allow == false
+	"circuit breaker: 2 of 4 GPU nodes would be cordoned (limit 25%)" in d.reasons
+}
+
+test_circuit_breaker_ignores_a_node_we_already_hold if {
+	d := remediation.decision with input as drain({"cordon": true, "already_cordoned_by_us": true, "gpu_nodes": 4, "cordoned_gpu_nodes_after": 2})
+	d.allow == true
+}
+
+scale(to, max) := {
+	"action": "scale-out",
+	"plan": {"steps": [step("scale", "Deployment", "llm", "vllm")], "params": {"to_replicas": to, "max_replicas": max}},
+	"target": {"kind": "Deployment", "namespace": "llm", "name": "vllm"},
+	"namespaces": ["llm"], "self_namespace": "remediation", "stats": {}, "now": "2026-11-01T10:00:00Z",
+}
+
+test_scale_within_maximum_allowed if {
+	d := remediation.decision with input as scale(3, 4)
+	d.allow == true
+}
+
+test_scale_over_workload_maximum_denied if {
+	d := remediation.decision with input as scale(5, 4)
+	d.allow == false
+}
+
+test_scale_over_policy_maximum_denied if {
+	d := remediation.decision with input as scale(40, 64)
+	"scale to 40 replicas exceeds the policy maximum 32" in d.reasons
+}
+
+test_unmanaged_pods_need_consent_denied if {
+	d := remediation.decision with input as drain({"delete_unmanaged": true, "unmanaged_pods": ["llm/p"]})
+	d.allow == false
+}
+
+test_unmanaged_pods_with_consent_allowed if {
+	d := remediation.decision with input as drain({"delete_unmanaged": true, "unmanaged_pods": ["llm/p"]})
+		with data.remediation_config.consent.delete_unmanaged as true
+	d.allow == true
+}
+
+test_local_data_needs_consent_denied if {
+	d := remediation.decision with input as drain({"delete_local_data": true, "local_data_pods": ["llm/p"]})
+	d.allow == false
+}
+
+test_change_freeze_denied if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "black-friday", "start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}]
+	"change freeze black-friday until 2026-11-02T00:00:00Z" in d.reasons
+}
+
+test_outside_freeze_allowed if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "later", "start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}]
+	d.allow == true
+}
+
+test_maintenance_window_only_denied_outside if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.actions["rollout-restart"].only_in_maintenance_window as true
+	d.allow == false
+}
+
+test_maintenance_window_only_allowed_inside if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.actions["rollout-restart"].only_in_maintenance_window as true
+		with data.remediation_config.maintenance_windows as [{"start": "2026-11-01T09:00:00Z", "end": "2026-11-01T11:00:00Z"}]
+	d.allow == true
+}
+
+test_approval_required if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.actions["rollout-restart"].approval as true
+	d.allow == true
+	d.needs_approval == true
+}
+
+test_global_dry_run_switch if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.force_dry_run as true
+	d.dry_run == true
+}
