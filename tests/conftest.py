@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.kube",
     "tests.plugins.opa",
     "tests.plugins.vault",
+    "tests.plugins.app",
 ]

@@ -189,6 +189,9 @@ class NoPlan:
     function: str
     reasons: tuple[str, ...]
     target: ObjectRef | None = None
+    #: the cluster already shows this incident's fix (e.g. a retry after a
+    #: timeout that did apply): reported as a duplicate, never done again.
+    already_done: bool = False
 
 
 class Status(str, Enum):
@@ -202,6 +205,7 @@ class Status(str, Enum):
     FAILED = "failed"  # tried and failed permanently
     REJECTED = "rejected"  # bad input
     RETRY = "retry"  # temporary failure: nothing done, redeliver later
+    PARTIAL = "partial"  # some steps done, some refused/blocked (e.g. PDB-blocked evictions)
 
 
 @dataclass(frozen=True)

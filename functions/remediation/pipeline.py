@@ -110,6 +110,9 @@ class Pipeline:
             return self._outcome(signal, Status.RETRY, function, retryable=True,
                                  reasons=(f"cannot read cluster facts: {exc}",))
         if isinstance(planned, NoPlan):
+            if planned.already_done:
+                return self._outcome(signal, Status.DUPLICATE, function, reasons=planned.reasons,
+                                     target=planned.target)
             return self._outcome(signal, Status.SKIPPED, function, reasons=planned.reasons,
                                  target=planned.target)
         return self._run(signal, planned, via=via, cluster=cluster)

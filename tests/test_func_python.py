@@ -1,0 +1,89 @@
+"""The Knative Functions contract: after `pip install .`, `from function import
+new` works and the func-python middleware (Hypercorn, ASGI) serves the app.
+
+This runs func's own `service/main.py` logic in a subprocess, as the
+scaffolding does, against the demo snapshot, and delivers CloudEvents to it
+over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from remediation.cli import demo_dir
+from remediation.events.alertmanager import alertmanager_to_events
+from remediation.events.binding import to_binary
+from remediation.model import TYPE_OUTCOME
+
+MAIN = """
+from func_python.http import serve
+from function import new as handler
+serve(handler)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def func_service():
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VAULT_", "OPA_", "REMEDIATION_", "KUBECONFIG"))}
+    env.update(LISTEN_ADDRESS=f"127.0.0.1:{port}",
+               REMEDIATION_SNAPSHOT=str(demo_dir() / "cluster.yaml"))
+    proc = subprocess.Popen([sys.executable, "-c", MAIN], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health/readiness", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"func-python server exited: {proc.stdout.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("func-python server did not become ready")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_function_new_is_importable_and_has_the_contract():
+    from function import new
+
+    fn = new()
+    assert callable(fn.handle) and fn.alive()[0] and not fn.ready()[0]
+
+
+def test_func_python_middleware_serves_cloudevents(func_service):
+    doc = json.loads((demo_dir() / "events" / "01-vllm-hung.json").read_text())
+    (event,) = alertmanager_to_events(doc)
+    headers, body = to_binary(event)
+    resp = httpx.post(func_service + "/", headers=headers, content=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["ce-type"] == TYPE_OUTCOME
+    data = resp.json()
+    assert data["status"] == "planned"
+    assert data["target"]["name"] == "vllm-llama-7b"
+    bad = httpx.post(func_service + "/", content=b"{", timeout=30,
+                     headers={"Content-Type": "application/cloudevents+json"})
+    assert bad.status_code == 400
+    assert httpx.get(func_service + "/health/liveness", timeout=5).status_code == 200
