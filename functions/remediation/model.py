@@ -192,6 +192,9 @@ class NoPlan:
     #: the cluster already shows this incident's fix (e.g. a retry after a
     #: timeout that did apply): reported as a duplicate, never done again.
     already_done: bool = False
+    #: not yet (e.g. recovery before the healthy delay): answer "retry" so the
+    #: sender redelivers after this many seconds, instead of dropping it.
+    retry_after: float = 0.0
 
 
 class Status(str, Enum):

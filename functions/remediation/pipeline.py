@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 from .actions.base import PlanContext, Remediation
 from .credentials import CredentialBroker, ScopedCredential
 from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
-from .executor import ClusterAccess, StepResult, execute
+from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import Ledger
 from .guard.policy import PolicyEngine, decide
 from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
@@ -110,6 +110,9 @@ class Pipeline:
             return self._outcome(signal, Status.RETRY, function, retryable=True,
                                  reasons=(f"cannot read cluster facts: {exc}",))
         if isinstance(planned, NoPlan):
+            if planned.retry_after:
+                return self._outcome(signal, Status.RETRY, function, reasons=planned.reasons,
+                                     target=planned.target, retryable=True)
             if planned.already_done:
                 return self._outcome(signal, Status.DUPLICATE, function, reasons=planned.reasons,
                                      target=planned.target)
@@ -140,7 +143,8 @@ class Pipeline:
     def _claimed(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
                  dry_run: bool) -> Outcome:
         fn = plan.function
-        stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS)
+        stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS,
+                                  exclude_key=plan.key)
         try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
@@ -203,6 +207,15 @@ class Pipeline:
                 return self._outcome(signal, Status.RETRY, fn, plan=plan, decision=decision,
                                      dry_run=dry_run, retryable=True,
                                      reasons=(f"cluster unavailable: {exc}",))
+            except PartialExecution as exc:
+                self.ledger.finish(plan.key, Status.PARTIAL.value, now=self.clock(),
+                                   decision=decision.as_dict(), reasons=[str(exc)])
+                if not dry_run:
+                    writer.record_event(plan.target, reason="RemediationPartial",
+                                        message=f"{fn}: {plan.action} partly done: {exc}"[:1000],
+                                        type="Warning")
+                return self._outcome(signal, Status.PARTIAL, fn, plan=plan, decision=decision,
+                                     dry_run=dry_run, reasons=(str(exc),), results=exc.results)
             except ActionFailed as exc:
                 done = getattr(exc, "results", [])
                 self.ledger.finish(plan.key, Status.FAILED.value, now=self.clock(),

@@ -57,13 +57,10 @@ annotation; when none is left it uncordons, removes OUR taint only (key
 ``nvidia.com/gpu-xid``) and our annotations. A node marked reboot-required is
 only released once its ``status.nodeInfo.bootID`` differs from the one
 recorded when it was marked (it did reboot). Too early gives NoPlan
-"healthy for Xs, waiting for Ys": the outcome is ``skipped`` (2xx), so Knative
-does not redeliver it and nothing lands in the dead-letter sink; recovery then
-waits for the next delivery of the resolved alert (Alertmanager repeats it
-in later notifications of the group, or an operator replays it with
-``remediate replay``). Mapping this NoPlan to ``retry`` instead would let
-Knative's delivery backoff redeliver it, and after the retries the dead-letter
-sink would keep it for a replay. Splunk results never resolve: cordons they
+"healthy for Xs, waiting for Ys" with ``retry_after``: the outcome is ``retry``
+(503), so Knative's delivery backoff redelivers it, and after the retries the
+dead-letter sink keeps it for ``remediate replay``; Alertmanager also repeats
+resolved alerts in later notifications of the group. Splunk results never resolve: cordons they
 caused are released by a human (``kubectl uncordon`` + remove the taint).
 
 Circuit-breaker facts in params: ``gpu_nodes`` (nodes with nvidia.com/gpu
@@ -620,8 +617,9 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
     delay = _number(ctx.options, "healthy_delay_seconds", HEALTHY_DELAY_SECONDS)
     healthy = (ctx.now - ends_at).total_seconds()
     if healthy < delay:
-        return _no(f"{ref} healthy for {max(0, int(healthy))}s, waiting for {int(delay)}s "
-                   "before uncordoning", ref)
+        return NoPlan(NAME, (f"{ref} healthy for {max(0, int(healthy))}s, waiting for "
+                             f"{int(delay)}s before uncordoning",), ref,
+                      retry_after=max(1.0, delay - healthy))
     node = ctx.facts.get("Node", "", node_name)
     if node is None:
         return _no(f"{ref} not found", ref)

@@ -265,8 +265,18 @@ class KubeWriter(_Api):
         except ApiException as exc:
             if exc.status == 404 and step.verb in ("delete", "evict"):
                 return StepResult(step, True, "already gone", 404)
+            if exc.status == 409 and step.verb in ("delete", "evict"):
+                # UID precondition failed: the pod we meant is gone, replaced by another
+                return StepResult(step, True, "already replaced", 409)
             if exc.status == 429 and step.verb == "evict":
                 return StepResult(step, False, f"blocked: {_status_message(exc)}", 429)
+            if (exc.status == 500 and step.verb == "evict"
+                    and "more than one PodDisruptionBudget" in _status_message(exc)):
+                return StepResult(step, False, f"refused: {_status_message(exc)}", 500)
+            if exc.status == 409 and step.verb == "patch":
+                # resourceVersion guard: someone changed it since we planned; re-plan
+                raise DependencyUnavailable(f"{what}: 409 {_status_message(exc)}", delay=1.0) \
+                    from None
             raise _map_error(exc, what) from None
         except (ActionFailed, DependencyUnavailable):
             raise

@@ -41,7 +41,6 @@ CREATE INDEX IF NOT EXISTS claims_target ON claims(target, updated_at);
 CREATE INDEX IF NOT EXISTS claims_action ON claims(action, updated_at);
 """
 
-ACTED = ("applied", "claimed")  # states that count as an action taken (or in flight)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,8 @@ class Ledger(Protocol):
 
     def release(self, key: str, *, holder: str) -> None: ...
 
-    def stats(self, plan: Plan, *, now: float, window: float) -> dict[str, int]: ...
+    def stats(self, plan: Plan, *, now: float, window: float,
+              exclude_key: str = "") -> dict[str, int]: ...
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
@@ -120,13 +120,19 @@ class SQLiteLedger:
             self._db.execute("DELETE FROM claims WHERE key=? AND holder=? AND status='claimed'",
                              (key, holder))
 
-    def stats(self, plan: Plan, *, now: float, window: float) -> dict[str, int]:
+    def stats(self, plan: Plan, *, now: float, window: float,
+              exclude_key: str = "") -> dict[str, int]:
+        """Actions taken (or in flight) in the window, for policy limits.
+        ``exclude_key``: the plan being decided, which must not count itself."""
         since = now - window
-        q = ("SELECT COUNT(*) FROM claims WHERE status IN ('applied','claimed') AND updated_at >= ?")
+        q = ("SELECT COUNT(*) FROM claims WHERE status IN ('applied','partial','claimed')"
+             " AND updated_at >= ? AND key != ?")
         with self._lock:
-            target = self._db.execute(q + " AND target=?", (since, str(plan.target))).fetchone()[0]
-            action = self._db.execute(q + " AND action=?", (since, plan.action)).fetchone()[0]
-            total = self._db.execute(q, (since,)).fetchone()[0]
+            target = self._db.execute(q + " AND target=?",
+                                      (since, exclude_key, str(plan.target))).fetchone()[0]
+            action = self._db.execute(q + " AND action=?",
+                                      (since, exclude_key, plan.action)).fetchone()[0]
+            total = self._db.execute(q, (since, exclude_key)).fetchone()[0]
         return {"target_actions_in_window": int(target), "action_count_in_window": int(action),
                 "cluster_actions_in_window": int(total), "window_seconds": int(window)}
 
