@@ -140,9 +140,25 @@ class Pipeline:
             self.ledger.release(plan.key, holder=self.holder)
             raise
 
+    def _retry(self, signal: Signal, plan: Plan, why: str, *, dry_run: bool,
+               decision: Decision | None = None) -> Outcome:
+        """Nothing done; release the claim so a redelivery can act."""
+        self.ledger.release(plan.key, holder=self.holder)
+        return self._outcome(signal, Status.RETRY, plan.function, plan=plan, decision=decision,
+                             dry_run=dry_run, retryable=True, reasons=(why,))
+
+    def _final(self, signal: Signal, plan: Plan, status: Status, *, dry_run: bool,
+               decision: Decision | None, reasons: tuple[str, ...],
+               results: list[StepResult] | None = None) -> Outcome:
+        """Record a final status for the key and report it."""
+        self.ledger.finish(plan.key, status.value, now=self.clock(),
+                           decision=decision.as_dict() if decision else None,
+                           reasons=list(reasons))
+        return self._outcome(signal, status, plan.function, plan=plan, decision=decision,
+                             dry_run=dry_run, reasons=reasons, results=results)
+
     def _claimed(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
                  dry_run: bool) -> Outcome:
-        fn = plan.function
         stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS,
                                   exclude_key=plan.key)
         try:
@@ -150,45 +166,30 @@ class Pipeline:
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
                               dry_run=dry_run, stats=stats, now=self._now())
         except TemporaryError as exc:
-            self.ledger.release(plan.key, holder=self.holder)
-            return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
-                                 retryable=True, reasons=(f"policy unavailable: {exc}",))
+            return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
         if not decision.allow:
-            self.ledger.finish(plan.key, Status.DENIED.value, now=self.clock(),
-                               decision=decision.as_dict(), reasons=list(decision.reasons))
-            return self._outcome(signal, Status.DENIED, fn, plan=plan, decision=decision,
-                                 dry_run=dry_run, reasons=decision.reasons)
+            return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
+                               reasons=decision.reasons)
         if decision.needs_approval:
-            self.ledger.finish(plan.key, Status.DENIED.value, now=self.clock(),
-                               decision=decision.as_dict(), reasons=list(decision.reasons))
-            return self._outcome(signal, Status.DENIED, fn, plan=plan, decision=decision,
-                                 dry_run=dry_run,
-                                 reasons=decision.reasons + ("needs human approval",))
+            return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
+                               reasons=decision.reasons + ("needs human approval",))
         dry_run = dry_run or decision.dry_run
-
         if not self.cluster.live:
-            self.ledger.finish(plan.key, Status.PLANNED.value, now=self.clock(),
-                               decision=decision.as_dict())
-            return self._outcome(signal, Status.PLANNED, fn, plan=plan, decision=decision,
-                                 dry_run=True, reasons=decision.reasons + (
-                                     "plan only: facts come from a snapshot",))
+            return self._final(signal, plan, Status.PLANNED, dry_run=True, decision=decision,
+                               reasons=decision.reasons + (
+                                   "plan only: facts come from a snapshot",))
         return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
 
     def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
                  dry_run: bool) -> Outcome:
-        fn = plan.function
         try:
             credential = self.credentials.lease(plan, cluster)
         except TemporaryError as exc:
-            self.ledger.release(plan.key, holder=self.holder)
-            return self._outcome(signal, Status.RETRY, fn, plan=plan, decision=decision,
-                                 dry_run=dry_run, retryable=True,
-                                 reasons=(f"credentials unavailable: {exc}",))
+            return self._retry(signal, plan, f"credentials unavailable: {exc}", dry_run=dry_run,
+                               decision=decision)
         except ActionFailed as exc:
-            self.ledger.finish(plan.key, Status.FAILED.value, now=self.clock(),
-                               decision=decision.as_dict(), reasons=[str(exc)])
-            return self._outcome(signal, Status.FAILED, fn, plan=plan, decision=decision,
-                                 dry_run=dry_run, reasons=(f"credentials refused: {exc}",))
+            return self._final(signal, plan, Status.FAILED, dry_run=dry_run, decision=decision,
+                               reasons=(f"credentials refused: {exc}",))
         try:
             return self._apply(signal, plan, decision, credential, cluster=cluster,
                                dry_run=dry_run)
@@ -203,37 +204,28 @@ class Pipeline:
             try:
                 results = execute(plan, writer, dry_run=dry_run)
             except TemporaryError as exc:
-                self.ledger.release(plan.key, holder=self.holder)
-                return self._outcome(signal, Status.RETRY, fn, plan=plan, decision=decision,
-                                     dry_run=dry_run, retryable=True,
-                                     reasons=(f"cluster unavailable: {exc}",))
+                return self._retry(signal, plan, f"cluster unavailable: {exc}", dry_run=dry_run,
+                                   decision=decision)
             except PartialExecution as exc:
-                self.ledger.finish(plan.key, Status.PARTIAL.value, now=self.clock(),
-                                   decision=decision.as_dict(), reasons=[str(exc)])
                 if not dry_run:
                     writer.record_event(plan.target, reason="RemediationPartial",
                                         message=f"{fn}: {plan.action} partly done: {exc}"[:1000],
                                         type="Warning")
-                return self._outcome(signal, Status.PARTIAL, fn, plan=plan, decision=decision,
-                                     dry_run=dry_run, reasons=(str(exc),), results=exc.results)
+                return self._final(signal, plan, Status.PARTIAL, dry_run=dry_run,
+                                   decision=decision, reasons=(str(exc),), results=exc.results)
             except ActionFailed as exc:
-                done = getattr(exc, "results", [])
-                self.ledger.finish(plan.key, Status.FAILED.value, now=self.clock(),
-                                   decision=decision.as_dict(), reasons=[str(exc)])
-                return self._outcome(signal, Status.FAILED, fn, plan=plan, decision=decision,
-                                     dry_run=dry_run, reasons=(str(exc),), results=done)
-            status = Status.PLANNED if dry_run else Status.APPLIED
-            self.ledger.finish(plan.key, status.value, now=self.clock(),
-                               decision=decision.as_dict())
+                return self._final(signal, plan, Status.FAILED, dry_run=dry_run,
+                                   decision=decision, reasons=(str(exc),),
+                                   results=getattr(exc, "results", []))
             if not dry_run:
                 writer.record_event(
                     plan.target, reason="RemediationApplied",
                     message=(f"{fn}: {plan.action} for {signal.name or 'alert'} "
                              f"(event {signal.event_id}, incident {signal.incident})")[:1000])
             extra = ("server-side dry run accepted",) if dry_run else ()
-            return self._outcome(signal, status, fn, plan=plan, decision=decision,
-                                 dry_run=dry_run, reasons=decision.reasons + extra,
-                                 results=results)
+            return self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
+                               dry_run=dry_run, decision=decision,
+                               reasons=decision.reasons + extra, results=results)
         finally:
             writer.close()
 
