@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.opa",
     "tests.plugins.vault",
     "tests.plugins.app",
+    "tests.plugins.broker",
 ]

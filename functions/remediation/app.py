@@ -29,7 +29,7 @@ from flask import Flask, Response, request
 from .dispatch import handle_event, handle_events, http_status
 from .errors import InvalidInput
 from .events.alertmanager import alertmanager_to_events
-from .events.binding import parse_http, to_batch, to_binary
+from .events.binding import event_dict, parse_http, to_batch, to_binary
 from .events.outcome import outcome_event
 from .events.splunk import splunk_to_event
 from .model import Outcome, Status
@@ -107,6 +107,35 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         headers = {"Retry-After": "5"} if status == 503 else {}
         return _json(summary, 200 if status == 400 else status, headers)
 
+    dead_letter_mode = "dead-letter" in settings.functions
+    store: Any = None
+
+    def dead_letters() -> Any:
+        nonlocal store
+        if store is None:
+            from .guard.deadletters import DeadLetterStore
+
+            store = DeadLetterStore(http.dead_letter_store)
+            app.extensions["remediation.dead_letters"] = store
+        return store
+
+    def keep_dead_letters(events: list[Any]) -> Response:
+        seqs = [dead_letters().add(event_dict(e)) for e in events]
+        log.warning("stored %d dead letter(s): %s", len(seqs),
+                    ", ".join(f"{e.get_type()} {e.get_id()}" for e in events)[:500])
+        return _json({"stored": seqs}, 202)  # 202: not a reply, nothing goes back to the broker
+
+    @app.post("/dead-letters")
+    def dead_letter_endpoint() -> Response:
+        body = read_body()
+        if isinstance(body, Response):
+            return body
+        try:
+            events = parse_http(dict(request.headers), body)
+        except InvalidInput as exc:
+            return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
+        return keep_dead_letters(events)
+
     @app.post("/")
     def cloudevents() -> Response:
         body = read_body()
@@ -117,6 +146,8 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
             events = parse_http(dict(request.headers), body)
         except InvalidInput as exc:
             return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
+        if dead_letter_mode:
+            return keep_dead_letters(events)
         batch = ctype == "application/cloudevents-batch+json"
         if batch:
             outcomes = handle_events(pipeline, events, via="trigger")

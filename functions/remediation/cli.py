@@ -3,6 +3,8 @@
     remediate replay PATH... [--cluster SNAPSHOT] [--kubeconfig FILE] [--apply] [--json]
     remediate serve [--host H] [--port P]
     remediate demo
+    remediate replay --from-dlq [ID...] [--store FILE] [--sink URL] [...]
+    remediate dlq list [--store FILE] [--json]
     remediate policy test [--policy-dir DIR]
     remediate vault setup [--definitions DIR]
 
@@ -132,6 +134,11 @@ def replay(paths: Sequence[str], settings: Settings, *, as_json: bool, out: Text
         outcomes = handle_events(pipeline, events, via="replay")
     finally:
         close_pipeline(pipeline)
+    return _report(outcomes, as_json=as_json, out=out, err=err, labels=labels)
+
+
+def _report(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: TextIO,
+            labels: list[str] | None = None) -> int:
     if as_json:
         for o in outcomes:
             out.write(json.dumps(outcome_line(o), sort_keys=True) + "\n")
@@ -145,6 +152,68 @@ def replay(paths: Sequence[str], settings: Settings, *, as_json: bool, out: Text
     if any(o.status is Status.RETRY for o in outcomes):
         return EXIT_RETRY
     return EXIT_OK
+
+
+def _dead_letter_store(path: str) -> Any:
+    from .guard.deadletters import DeadLetterStore
+
+    if not path or not Path(path).exists():
+        raise InvalidInput(f"no dead-letter store at {path or '(unset)'}: pass --store FILE or set "
+                           "REMEDIATION_DEAD_LETTERS", "store")
+    return DeadLetterStore(path)
+
+
+def dlq_list(store_path: str, *, as_json: bool, out: TextIO) -> int:
+    store = _dead_letter_store(store_path)
+    try:
+        letters = store.list()
+    finally:
+        store.close()
+    if as_json:
+        for d in letters:
+            out.write(json.dumps(d.summary(), sort_keys=True) + "\n")
+        return EXIT_OK
+    rows = [("SEQ", "ID", "TYPE", "CODE", "FAILED AT", "ERROR")]
+    rows += [(str(d.seq), d.id[:24], d.type.rsplit(".", 2)[-2] if "." in d.type else d.type,
+              d.error_code, d.error_dest[:40], d.error_data.replace("\n", " ")[:60])
+             for d in letters]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+    return EXIT_OK
+
+
+def replay_dead_letters(ids: Sequence[str], store_path: str, settings: Settings, *,
+                        sink: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """Re-send dead letters to the broker (``sink``), or run them in-process."""
+    from .events.binding import event_from_dict
+
+    store = _dead_letter_store(store_path)
+    try:
+        letters = store.list(list(ids) or None)
+    finally:
+        store.close()
+    if not letters:
+        err.write("remediate: no matching dead letters\n")
+        return EXIT_INVALID
+    events = [event_from_dict(d.without_error_extensions()) for d in letters]
+    if sink:
+        from .clients.sink import send_all
+
+        deliveries = send_all(sink, events, timeout=settings.http.sink_timeout)
+        for d in deliveries:
+            out.write(json.dumps({"event_id": d.event_id, "delivered": d.ok, "status": d.status,
+                                  "detail": d.detail}) + "\n")
+        return EXIT_OK if all(d.ok for d in deliveries) else EXIT_RETRY
+    from .dispatch import handle_events
+    from .runtime import build_pipeline, close_pipeline
+
+    pipeline = build_pipeline(settings)
+    try:
+        outcomes = handle_events(pipeline, events, via="replay")
+    finally:
+        close_pipeline(pipeline)
+    return _report(outcomes, as_json=as_json, out=out, err=err)
 
 
 def demo_dir() -> Path:
@@ -174,7 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay", help="replay events (dry run unless --apply)")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="event files (or, with --from-dlq, dead-letter ids; none: all)")
+    p.add_argument("--from-dlq", action="store_true", help="replay stored dead letters")
+    p.add_argument("--store", default=os.environ.get("REMEDIATION_DEAD_LETTERS", ""),
+                   help="dead-letter store (SQLite file)")
+    p.add_argument("--sink", default="", help="with --from-dlq: re-send to this broker URL")
     p.add_argument("--cluster", metavar="SNAPSHOT", help="plan against a snapshot file")
     p.add_argument("--kubeconfig", metavar="FILE", help="plan (and apply) against a cluster")
     p.add_argument("--apply", action="store_true", help="apply the plans (default: dry run)")
@@ -183,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     sub.add_parser("demo", help="replay the bundled alerts against the bundled fleet")
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dl = dlq_sub.add_parser("list", help="list stored dead letters")
+    dl.add_argument("--store", default=os.environ.get("REMEDIATION_DEAD_LETTERS", ""))
+    dl.add_argument("--json", action="store_true")
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     pt = pol_sub.add_parser("test", help="run the Rego unit tests with the embedded engine")
@@ -195,7 +274,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("REMEDIATION_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    try:
+        if args.command == "replay" and args.from_dlq:
+            return replay_dead_letters(args.paths, args.store, _settings_for_replay(args),
+                                       sink=args.sink, as_json=args.json, out=sys.stdout,
+                                       err=sys.stderr)
+        if args.command == "dlq":
+            return dlq_list(args.store, as_json=args.json, out=sys.stdout)
+    except InvalidInput as exc:
+        sys.stderr.write(f"remediate: {exc}\n")
+        return EXIT_INVALID
     if args.command == "replay":
+        if not args.paths:
+            parser.error("replay needs at least one PATH (or --from-dlq)")
         return replay(args.paths, _settings_for_replay(args), as_json=args.json,
                       out=sys.stdout, err=sys.stderr)
     if args.command == "demo":

@@ -60,6 +60,7 @@ class HTTPSettings:
     splunk_token: Secret = field(default_factory=lambda: Secret(""))
     sink: str = ""  # K_SINK: forward adapter output there instead of handling in-process
     sink_timeout: float = 5.0
+    dead_letter_store: str = ""  # SQLite file for dead letters; empty: in-memory
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Settings:
                 splunk_token=Secret(g("SPLUNK_WEBHOOK_TOKEN", "")),
                 sink=g("K_SINK", ""),
                 sink_timeout=_float(g("REMEDIATION_SINK_TIMEOUT"), 5.0),
+                dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
             ),
             kube=KubeSettings(
                 kubeconfig=g("KUBECONFIG", ""),

@@ -3,8 +3,10 @@
 regorus (Microsoft's Rust Rego engine; PyPI ``gordon-to-regorus``, pinned)
 parses the policies and data ONCE at start-up; each evaluation sets the input
 and evaluates ``data.<package>.<rule>``. Evaluations are serialised by a lock
-(regorus engines are bound to the thread that made them, so each serving
-thread builds its own from the same sources, once). Fail closed: any engine error becomes a deny document with the
+(regorus engines are bound to the thread that made them: one dedicated
+evaluator thread owns the engine, builds it once, and serves every
+evaluation; a thread-per-request server therefore never re-parses the policy
+nor drops an engine on a foreign thread). Fail closed: any engine error becomes a deny document with the
 reason, never an allow and never an exception.
 
 Why not regopy (rego-cpp), the other engine on PyPI: version 1.5.2 crashes the
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -80,18 +82,25 @@ class EmbeddedPolicyEngine:
         settings = settings or PolicySettings()
         policy_dir = Path(settings.policy_dir) if settings.policy_dir else default_policy_dir()
         self._modules, self._data = load_policy_sources(policy_dir, settings.data_file)
-        self._local = threading.local()
         self._rule = f"data.{settings.package}.{settings.rule}"
         self.policy_dir = policy_dir
+        self._engine: Any = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rego")
+        # Build on the worker now: a policy that does not compile fails at start-up.
+        self._worker.submit(self._build).result()
+
+    def _build(self) -> None:
+        self._engine = _engine(self._modules, self._data)
+
+    def _evaluate_here(self, text: str) -> Any:
+        self._engine.set_input_json(text)
+        return self._engine.eval_rule(self._rule)
         self.evaluate({})  # evaluate once now: a broken policy fails at start-up, not at 3 a.m.
 
     def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            engine = getattr(self._local, "engine", None)
-            if engine is None:
-                engine = self._local.engine = _engine(self._modules, self._data)
-            engine.set_input_json(json.dumps(input_doc, default=str))
-            result = engine.eval_rule(self._rule)
+            text = json.dumps(input_doc, default=str)
+            result = self._worker.submit(self._evaluate_here, text).result()
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions: fail closed
@@ -104,7 +113,14 @@ class EmbeddedPolicyEngine:
             "policy returned a non-object decision"]}
 
     def close(self) -> None:
-        return None
+        def drop() -> None:
+            self._engine = None  # dropped on the thread that made it
+
+        try:
+            self._worker.submit(drop).result(timeout=5)
+        except RuntimeError:
+            pass  # already shut down
+        self._worker.shutdown(wait=True)
 
 
 def _engine(modules: Mapping[str, str], data: Mapping[str, Any]) -> Any:
