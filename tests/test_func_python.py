@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,15 +36,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project installed as func's scaffolding does (`pip install <project>`, not
+    editable) into a folder of its own: proves the wheel carries the package data
+    (policies, routes, Xid table, demo fleet) and that `from function import new` works."""
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--no-build-isolation", "--target", str(target), str(ROOT)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TMPDIR": str(build)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return target
+
+
 @pytest.fixture
-def func_service():
+def func_service(installed: Path, tmp_path: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VAULT_", "OPA_", "REMEDIATION_", "KUBECONFIG"))}
-    env.update(LISTEN_ADDRESS=f"127.0.0.1:{port}",
+    env.update(LISTEN_ADDRESS=f"127.0.0.1:{port}", PYTHONPATH=str(installed),
                REMEDIATION_SNAPSHOT=str(demo_dir() / "cluster.yaml"))
+    # run from an empty folder with -I-free isolation from the repo: imports come
+    # from the installed copy (PYTHONPATH first), never from functions/ in the checkout
     proc = subprocess.Popen([sys.executable, "-c", MAIN], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -71,6 +92,20 @@ def test_function_new_is_importable_and_has_the_contract():
 
     fn = new()
     assert callable(fn.handle) and fn.alive()[0] and not fn.ready()[0]
+
+
+def test_installed_copy_is_what_runs(installed: Path):
+    for rel in ("function/__init__.py", "remediation/defaults/routes.yaml",
+                "remediation/defaults/xid.yaml", "remediation/defaults/demo/cluster.yaml",
+                "remediation_policies/remediation.rego", "remediation_policies/data.json"):
+        assert (installed / rel).exists(), rel
+    r = subprocess.run([sys.executable, "-c", "import function, remediation.clients.rego as r;"
+                        "print(function.__file__); print(r.default_policy_dir())"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(installed)}, cwd=installed.parent)
+    assert r.returncode == 0, r.stderr
+    func_file, policy_dir = r.stdout.split()
+    assert func_file.startswith(str(installed)) and policy_dir.startswith(str(installed))
 
 
 def test_func_python_middleware_serves_cloudevents(func_service):
