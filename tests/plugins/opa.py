@@ -1,1 +1,142 @@
-"""Fixtures: placeholder until written."""
+"""Fixture: a loopback server speaking OPA's REST API, evaluating the project's
+policies with the same Rego engine (a test double of an OPA server).
+
+Endpoints: ``POST /v1/data/<path>`` with ``{"input": ...}`` -> ``{"result": ...}``
+(``{}`` when undefined; ``decision_id`` when decision logging is "on"),
+``GET /health`` -> ``{}``, ``PUT /v1/policies/<id>`` (text/plain Rego).
+Errors use OPA's shape ``{"code", "message", "errors": [...]}``; malformed
+input is 400 ``invalid_parameter``. Fault switches: ``mode`` = "ok" | "slow"
+| "error" (500) | "undefined"; ``stop()`` closes the port (down).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from remediation.clients.rego import _engine, default_policy_dir, load_policy_sources
+
+
+class OpaStandIn:
+    def __init__(self) -> None:
+        modules, data = load_policy_sources(default_policy_dir())
+        self.modules, self.data = dict(modules), data
+        self.mode = "ok"
+        self.slow_seconds = 1.0
+        self.decision_logging = False
+        self.requests = 0
+        self._worker = ThreadPoolExecutor(max_workers=1)  # regorus engines stay on one thread
+        self._engine: Any = None
+        self._worker.submit(self._build).result()
+        self._server: ThreadingHTTPServer | None = None
+
+    def _build(self) -> None:
+        self._engine = _engine(self.modules, self.data)
+
+    def evaluate(self, path: str, input_doc: Any) -> Any:
+        def run() -> Any:
+            self._engine.set_input_json(json.dumps(input_doc))
+            try:
+                return self._engine.eval_rule("data." + path.replace("/", "."))
+            except RuntimeError:
+                return None
+        return self._worker.submit(run).result()
+
+    def put_policy(self, policy_id: str, text: str) -> None:
+        self.modules[f"{policy_id}.rego"] = text
+        self._worker.submit(self._build).result()
+
+    def start(self) -> "OpaStandIn":
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, status: int, body: Any) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.startswith("/health"):
+                    self._send(200, {})
+                else:
+                    self._send(404, {"code": "resource_not_found", "message": "not found"})
+
+            def do_PUT(self) -> None:  # noqa: N802
+                text = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                stand_in.put_policy(self.path.rsplit("/", 1)[-1], text)
+                self._send(200, {})
+
+            def do_POST(self) -> None:  # noqa: N802
+                stand_in.requests += 1
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if stand_in.mode == "slow":
+                    time.sleep(stand_in.slow_seconds)
+                if stand_in.mode == "error":
+                    self._send(500, {"code": "internal_error", "message": "boom"})
+                    return
+                if not self.path.startswith("/v1/data/"):
+                    self._send(404, {"code": "resource_not_found", "message": "not found"})
+                    return
+                try:
+                    doc = json.loads(raw or b"{}")
+                    if not isinstance(doc, dict):
+                        raise ValueError
+                except ValueError:
+                    self._send(400, {"code": "invalid_parameter",
+                                     "message": "error(s) occurred while decoding request body",
+                                     "errors": [{"code": "invalid_parameter",
+                                                 "message": "invalid JSON"}]})
+                    return
+                path = self.path[len("/v1/data/"):].split("?")[0]
+                result = None if stand_in.mode == "undefined" else stand_in.evaluate(
+                    path, doc.get("input"))
+                body: dict[str, Any] = {} if result is None else {"result": result}
+                if stand_in.decision_logging:
+                    body["decision_id"] = str(uuid.uuid4())
+                self._send(200, body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        def drop() -> None:
+            self._engine = None  # on the thread that made it
+
+        self._worker.submit(drop).result()
+        self._worker.shutdown(wait=True)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def opa_server() -> Iterator[OpaStandIn]:
+    server = OpaStandIn().start()
+    yield server
+    server.stop()
+    server.close()
