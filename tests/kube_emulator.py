@@ -1256,6 +1256,18 @@ class KubeEmulator:
 
     # ---- auth, faults, hooks ----------------------------------------------
 
+    def authorize_with(self, lookup: Callable[[str], TokenScope | None]) -> None:
+        """Dynamic authentication, as a real API server asks its token
+        reviewer: ``lookup(token)`` gives the token's scope, or None (401).
+        Use it for tokens issued while the test runs (e.g. by Vault)."""
+
+        class _Lookup:
+            def get(self, token: str) -> TokenScope | None:
+                return lookup(token)
+
+        with self._lock:
+            self._tokens = _Lookup()  # type: ignore[assignment]
+
     def require_tokens(
         self, tokens: Mapping[str, TokenScope | Iterable[str] | str | None] | None
     ) -> None:

@@ -311,8 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "vault":
         from .clients.vault import setup_vault
 
+        from .settings import Secret
+
         settings = Settings.from_env(os.environ)
-        report = setup_vault(settings.vault, args.definitions)
+        token = os.environ.get("VAULT_TOKEN", "")  # else hvac's ~/.vault-token, like the vault CLI
+        try:
+            report = setup_vault(settings.vault, args.definitions,
+                                 token=Secret(token) if token else None)
+        except RemediationError as exc:
+            sys.stderr.write(f"remediate: vault setup failed: {exc}\n")
+            return EXIT_RETRY
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return EXIT_OK
     return EXIT_INVALID

@@ -103,6 +103,10 @@ def build_api_client(settings: KubeSettings, credential: ScopedCredential | None
             cfg.host = credential.api_server
         cfg.api_key = {"BearerToken": credential.token.reveal()}
         cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        # kubeconfig loading installs a hook that rewrites api_key with the
+        # kubeconfig's own token on every request: drop it, or the scoped token
+        # would silently be replaced by the ambient identity.
+        cfg.refresh_api_key_hook = None
         # the scoped token replaces the ambient identity entirely
         cfg.cert_file = None
         cfg.key_file = None
