@@ -20,7 +20,8 @@ def _attr(event: Any, getter: str) -> str:
         return ""
 
 
-def handle_event(pipeline: Pipeline, event: Any, *, via: str) -> Outcome:
+def handle_event(pipeline: Pipeline, event: Any, *, via: str,
+                 facts_memo: dict[Any, Any] | None = None) -> Outcome:
     """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an action."""
     try:
         signal = signal_from_event(event)
@@ -32,11 +33,12 @@ def handle_event(pipeline: Pipeline, event: Any, *, via: str) -> Outcome:
         requested = str(event.get_extension("remediation") or "")
     except Exception:  # noqa: BLE001
         requested = ""
-    return pipeline.handle(signal, via=via, requested=requested)
+    return pipeline.handle(signal, via=via, requested=requested, facts_memo=facts_memo)
 
 
 def handle_events(pipeline: Pipeline, events: Iterable[Any], *, via: str) -> list[Outcome]:
-    return [handle_event(pipeline, e, via=via) for e in events]
+    memo: dict[Any, Any] = {}  # one read of each cluster object per batch
+    return [handle_event(pipeline, e, via=via, facts_memo=memo) for e in events]
 
 
 def http_status(outcomes: list[Outcome]) -> int:

@@ -169,3 +169,27 @@ class SnapshotAccess:
 
     def close(self) -> None:
         return None
+
+
+class MemoFacts:
+    """Read-through memo over another ClusterFacts for the life of one batch
+    (one webhook request): an alert storm about 200 workloads reads each once,
+    not once per alert. Returns copies, so planners cannot share mutations."""
+
+    def __init__(self, inner: ClusterFacts, memo: dict[Any, Any]) -> None:
+        self._inner = inner
+        self._memo = memo
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = ("get", kind, namespace, name)
+        if key not in self._memo:
+            self._memo[key] = self._inner.get(kind, namespace, name)
+        return copy.deepcopy(self._memo[key])
+
+    def list(self, kind: str, namespace: str | None = None, *,
+             labels: Mapping[str, str] | None = None,
+             node: str | None = None) -> list[dict[str, Any]]:
+        key = ("list", kind, namespace, tuple(sorted((labels or {}).items())), node)
+        if key not in self._memo:
+            self._memo[key] = self._inner.list(kind, namespace, labels=labels, node=node)
+        return copy.deepcopy(self._memo[key])

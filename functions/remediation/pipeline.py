@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 from .actions.base import PlanContext, Remediation
 from .credentials import CredentialBroker, ScopedCredential
 from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
+from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import Ledger
 from .guard.policy import PolicyEngine, decide
@@ -80,7 +81,10 @@ class Pipeline:
         return self.routes.function_for_signal(signal)
 
     # -- the path ----------------------------------------------------------
-    def handle(self, signal: Signal, *, via: str = "trigger", requested: str = "") -> Outcome:
+    def handle(self, signal: Signal, *, via: str = "trigger", requested: str = "",
+               facts_memo: dict[Any, Any] | None = None) -> Outcome:
+        """Handle one signal. ``facts_memo``: shared by the signals of one batch
+        so cluster facts are read once per batch, not once per alert."""
         function = self.route(signal, requested)
         if not function:
             return self._outcome(signal, Status.SKIPPED, "",
@@ -100,6 +104,8 @@ class Pipeline:
         cluster = signal.cluster or self.settings.cluster
         try:
             facts = self.cluster.facts(cluster)
+            if facts_memo is not None:
+                facts = MemoFacts(facts, facts_memo.setdefault(cluster, {}))
             ctx = PlanContext(signal=signal, facts=facts, now=self._now(),
                               options=self.routes.options_for(function),
                               history=self._history)
@@ -125,7 +131,14 @@ class Pipeline:
         dry_run = self.settings.dry_run or not self.cluster.live
         now = self.clock()
         claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id, now=now,
-                                  ttl=self.settings.ledger.claim_ttl)
+                                  ttl=self.settings.ledger.claim_ttl,
+                                  target_window=self.settings.ledger.target_window)
+        if not claim.won and claim.status == "target-recent":
+            return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
+                                 reasons=(f"{plan.target}: {plan.action} already "
+                                          f"{claim.other_status} {int(claim.age)}s ago for another "
+                                          "alert; one action per target in "
+                                          f"{int(self.settings.ledger.target_window)}s",))
         if not claim.won:
             if claim.status == "claimed":
                 return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,

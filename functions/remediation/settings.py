@@ -104,6 +104,7 @@ class VaultSettings:
 class LedgerSettings:
     path: str = ""  # SQLite file; empty: in-memory (one process)
     claim_ttl: float = 300.0  # seconds before a claim whose holder vanished can be retaken
+    target_window: float = 300.0  # one action per (target, action) in this window, any incident
 
 
 @dataclass(frozen=True)
@@ -172,5 +173,6 @@ class Settings:
             ledger=LedgerSettings(
                 path=g("REMEDIATION_LEDGER", ""),
                 claim_ttl=_float(g("REMEDIATION_CLAIM_TTL"), 300.0),
+                target_window=_float(g("REMEDIATION_TARGET_WINDOW"), 300.0),
             ),
         )

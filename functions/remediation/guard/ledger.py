@@ -47,13 +47,17 @@ CREATE INDEX IF NOT EXISTS claims_action ON claims(action, updated_at);
 class ClaimResult:
     won: bool
     key: str
-    status: str  # the current status of the key (ours "claimed" when won)
+    status: str  # the current status of the key (ours "claimed" when won), or
+    #              "target-recent" when the target was acted on for another incident
     holder: str = ""
+    other_key: str = ""
+    other_status: str = ""
+    age: float = 0.0
 
 
 class Ledger(Protocol):
     def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
-              ttl: float) -> ClaimResult: ...
+              ttl: float, target_window: float = 0.0) -> ClaimResult: ...
 
     def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
                reasons: list[str] | None = None) -> None: ...
@@ -83,29 +87,50 @@ class SQLiteLedger:
         self._db.executescript(_SCHEMA)
 
     def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
-              ttl: float) -> ClaimResult:
+              ttl: float, target_window: float = 0.0) -> ClaimResult:
+        """Claim ``plan.key`` once. With ``target_window``, also refuse when the
+        same action on the same target was taken (or is in flight) for another
+        incident within that many seconds: a storm of per-pod alerts about one
+        Deployment restarts it once. Check and insert are one transaction
+        (BEGIN IMMEDIATE), so racing processes cannot both win."""
         row = (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
                now, now + ttl, now, event_id, json.dumps(plan.as_dict(), sort_keys=True))
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
+                got = self._db.execute("SELECT status, holder, expires_at FROM claims WHERE key=?",
+                                       (plan.key,)).fetchone()
+                if got is not None:
+                    status, other, expires_at = got
+                    if status == "claimed" and expires_at < now:  # holder vanished: retake
+                        self._db.execute(
+                            "UPDATE claims SET holder=?, claimed_at=?, expires_at=?,"
+                            " updated_at=?, event_id=? WHERE key=?",
+                            (holder, now, now + ttl, now, event_id, plan.key))
+                        self._db.execute("COMMIT")
+                        return ClaimResult(True, plan.key, "claimed", holder)
+                    self._db.execute("COMMIT")
+                    return ClaimResult(False, plan.key, status, other)
+                if target_window > 0:
+                    recent = self._db.execute(
+                        "SELECT key, status, updated_at FROM claims WHERE target=? AND action=?"
+                        " AND status IN ('claimed','applied','planned','partial')"
+                        " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1",
+                        (str(plan.target), plan.action, now - target_window)).fetchone()
+                    if recent is not None:
+                        self._db.execute("COMMIT")
+                        return ClaimResult(False, plan.key, "target-recent", "",
+                                           other_key=recent[0], other_status=recent[1],
+                                           age=now - recent[2])
                 self._db.execute(
                     "INSERT INTO claims (key, function, action, target, status, holder,"
                     " claimed_at, expires_at, updated_at, event_id, plan)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                self._db.execute("COMMIT")
                 return ClaimResult(True, plan.key, "claimed", holder)
-            except sqlite3.IntegrityError:
-                pass
-            # Taken. Retake only a claim whose holder vanished (still claimed, expired).
-            cur = self._db.execute(
-                "UPDATE claims SET holder=?, claimed_at=?, expires_at=?, updated_at=?,"
-                " event_id=? WHERE key=? AND status='claimed' AND expires_at < ?",
-                (holder, now, now + ttl, now, event_id, plan.key, now))
-            if cur.rowcount == 1:
-                return ClaimResult(True, plan.key, "claimed", holder)
-            got = self._db.execute("SELECT status, holder FROM claims WHERE key=?",
-                                   (plan.key,)).fetchone()
-        status, other = got if got else ("claimed", "")
-        return ClaimResult(False, plan.key, status, other)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
                reasons: list[str] | None = None) -> None:
