@@ -280,3 +280,26 @@ def test_health_endpoints(fleet, make_settings, serve_app):
     assert app.client.get(app.url + "/health/readiness").status_code == 200
     assert app.client.get(app.url + "/nope").status_code == 404
     assert app.client.get(app.url + "/").status_code == 405
+
+
+def test_a_storm_of_per_pod_alerts_acts_once_per_target(fleet, make_settings, serve_app):
+    app = serve_app(make_settings())
+    doc = payload("01-vllm-hung")
+    one = doc["alerts"][0]
+    doc["alerts"] = []
+    targets = [("deployment", "vllm-llama-7b"), ("statefulset", "vllm-llama-405b-tp"),
+               ("inferenceservice", "llama-70b")]
+    for i in range(150):  # distinct fingerprints: 150 different alerts, 3 workloads
+        a = copy.deepcopy(one)
+        key, name = targets[i % 3]
+        a["labels"] = {"alertname": "VLLMEngineHung", "namespace": NS, key: name,
+                       "replica": str(i)}
+        a["fingerprint"] = f"{i:016x}"
+        doc["alerts"].append(a)
+    resp = app.post("/webhooks/alertmanager", json=doc, headers=AUTH)
+    assert resp.status_code == 200
+    statuses = [o["status"] for o in resp.json()["outcomes"]]
+    assert statuses.count("applied") == 3 and statuses.count("duplicate") == 147
+    patched = [w for w in writes(fleet) if w.method == "PATCH" and w.status < 300]
+    assert sorted(w.name for w in patched) == ["llama-70b-predictor", "vllm-llama-405b-tp",
+                                               "vllm-llama-7b"]

@@ -73,3 +73,24 @@ def test_one_winner_per_key_across_processes(tmp_path):
     for p in procs:
         p.join(timeout=60)
     assert total == 25  # exactly one winner per distinct key
+
+
+def test_target_window_refuses_another_incident_on_the_same_target():
+    led = SQLiteLedger()
+    a, b = mkplan("incident-a"), mkplan("incident-b")  # same target and action
+    assert led.claim(a, holder="h", event_id="e1", now=100, ttl=60, target_window=300).won
+    other = led.claim(b, holder="h", event_id="e2", now=110, ttl=60, target_window=300)
+    assert not other.won and other.status == "target-recent" and other.other_key == "incident-a"
+    led.finish("incident-a", "applied", now=120)
+    assert not led.claim(b, holder="h", event_id="e2", now=400, ttl=60, target_window=300).won
+    assert led.claim(b, holder="h", event_id="e2", now=421, ttl=60, target_window=300).won
+    c = mkplan("incident-c", name="other-deployment")
+    assert led.claim(c, holder="h", event_id="e3", now=422, ttl=60, target_window=300).won
+
+
+def test_denied_does_not_hold_the_target():
+    led = SQLiteLedger()
+    led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60, target_window=300)
+    led.finish("a", "denied", now=101)
+    assert led.claim(mkplan("b"), holder="h", event_id="e", now=102, ttl=60,
+                     target_window=300).won
