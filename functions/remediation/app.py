@@ -29,7 +29,7 @@ from flask import Flask, Response, request
 from .dispatch import handle_event, handle_events, http_status
 from .errors import InvalidInput
 from .events.alertmanager import alertmanager_to_events
-from .events.binding import event_dict, parse_http, to_batch, to_binary
+from .events.binding import event_dict, load_json, parse_http, to_batch, to_binary
 from .events.outcome import outcome_event
 from .events.splunk import splunk_to_event
 from .model import Outcome, Status
@@ -67,7 +67,6 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         pipeline = (pipeline_factory or build_pipeline)(settings)
     http = settings.http
     app = Flask("remediation")
-    app.config["MAX_CONTENT_LENGTH"] = http.max_body_bytes
     routes = pipeline.routes
 
     def read_body() -> bytes | Response:
@@ -156,10 +155,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         return reply(outcomes, batch=batch)
 
     def parse_json(body: bytes) -> Any:
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"body is not valid JSON: {exc}", "body") from None
+        return load_json(body, "body", "body")
 
     @app.post("/webhooks/alertmanager")
     def alertmanager() -> Response:

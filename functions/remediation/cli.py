@@ -74,10 +74,9 @@ def read_documents(paths: Sequence[str]) -> list[tuple[str, Any]]:
             raise InvalidInput(f"{p}: {exc.strerror}", "path") from None
         except UnicodeDecodeError:
             raise InvalidInput(f"{p}: not UTF-8 text", "path") from None
-        try:
-            docs.append((p, json.loads(text)))
-        except ValueError as exc:
-            raise InvalidInput(f"{p}: not valid JSON ({exc})", "path") from None
+        from .events.binding import load_json
+
+        docs.append((p, load_json(text, p, "path")))
     return docs
 
 

@@ -107,7 +107,7 @@ def _group_context(payload: Mapping[str, Any], receiver: str) -> dict[str, Any]:
         raise InvalidInput("truncatedAlerts: expected a non-negative integer",
                            attribute="truncatedAlerts")
     status = payload.get("status")
-    if status is not None and status not in _STATUSES:
+    if status is not None and (not isinstance(status, str) or status not in _STATUSES):
         raise InvalidInput(f"status: expected 'firing' or 'resolved', not {status!r}"[:200],
                            attribute="status")
     group: dict[str, Any] = {

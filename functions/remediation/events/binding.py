@@ -126,17 +126,47 @@ def _where(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _loads(body: bytes | str, what: str, attribute: str) -> Any:
-    """Strict JSON: no NaN/Infinity, no silent fallback, bounded nesting."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_text(value: Any, what: str, attribute: str, depth: int = 0) -> None:
+    """Every string must be encodable as UTF-8: JSON allows a lone surrogate
+    escape ("\\ud800"), which Python decodes into a str that cannot be
+    encoded again (hashing, headers, the API would all fail later)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{what}: a string holds a lone UTF-16 surrogate",
+                               attribute=attribute) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, what, attribute, depth + 1)
+            _check_text(v, what, attribute, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, what, attribute, depth + 1)
+
+
+def load_json(body: bytes | str, what: str = "body", attribute: str = "body") -> Any:
+    """Strict JSON: no NaN/Infinity, no silent fallback, bounded nesting, no
+    lone surrogates. Every failure is an ``InvalidInput`` naming ``what``."""
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        return json.loads(body, parse_constant=no_constants)
+        value = json.loads(body, parse_constant=no_constants)
     except RecursionError:
         raise InvalidInput(f"{what}: JSON nested too deeply", attribute=attribute) from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidInput(f"{what}: not valid JSON ({exc})", attribute=attribute) from None
+    text = body if isinstance(body, str) else body.decode("utf-8", errors="replace")
+    if _SURROGATE_ESCAPE.search(text):  # fast path: only then walk the document
+        _check_text(value, what, attribute)
+    return value
+
+
+_loads = load_json
 
 
 def _json_default(value: Any) -> Any:
