@@ -94,3 +94,48 @@ def test_denied_does_not_hold_the_target():
     led.finish("a", "denied", now=101)
     assert led.claim(mkplan("b"), holder="h", event_id="e", now=102, ttl=60,
                      target_window=300).won
+
+
+def test_pending_approval_once_before_expiry():
+    led = SQLiteLedger()
+    assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
+    led.hold("k1", holder="a", now=101, expires_at=200, signal={"id": "e"},
+             decision={"allow": True, "needs_approval": True}, reasons=["risky"])
+    assert [r["key"] for r in led.pending(now=150)] == ["k1"]
+    assert led.pending(now=150)[0]["signal"] == {"id": "e"}
+    waiting = led.claim(mkplan(), holder="b", event_id="e", now=150, ttl=60)
+    assert not waiting.won and waiting.status == "pending"  # a redelivery does not act
+    ok = led.approve("k1", approver="alice", now=160)
+    assert ok.ok and ok.status == "approved" and ok.record["approved_by"] == "alice"
+    again = led.approve("k1", approver="bob", now=161)
+    assert not again.ok and again.status == "approved"  # approved once
+    won = led.claim(mkplan(), holder="b", event_id="e", now=162, ttl=60)
+    assert won.won and won.approved_by == "alice"
+    assert not led.claim(mkplan(), holder="c", event_id="e", now=163, ttl=60).won
+    assert led.pending(now=163) == []
+
+
+def test_approval_after_expiry_is_refused_and_the_key_can_be_asked_again():
+    led = SQLiteLedger()
+    led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60)
+    led.hold("k1", holder="a", now=101, expires_at=200, signal={})
+    assert led.pending(now=201) == []
+    late = led.approve("k1", approver="alice", now=201)
+    assert not late.ok and late.status == "expired"
+    assert not led.approve("nope", approver="alice", now=201).ok
+    fresh = led.claim(mkplan(), holder="b", event_id="e2", now=202, ttl=60)
+    assert fresh.won and fresh.approved_by == ""
+
+
+def test_pending_holds_the_target_window_and_verification_is_recorded():
+    led = SQLiteLedger()
+    led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60, target_window=300)
+    led.hold("a", holder="h", now=101, expires_at=1000, signal={})
+    other = led.claim(mkplan("b"), holder="h", event_id="e2", now=102, ttl=60, target_window=300)
+    assert not other.won and other.status == "target-recent" and other.other_status == "pending"
+    led.claim(mkplan("c", "x"), holder="h", event_id="e3", now=103, ttl=60)
+    led.finish("c", "applied", now=104)
+    led.record_verification("c", "failed", detail="rollout not complete in 60s", now=170)
+    rec = led.get("c")
+    assert (rec["status"], rec["verification"]) == ("applied", "failed")
+    assert "rollout" in rec["verification_detail"]

@@ -6,9 +6,20 @@ is an INSERT on the key's primary key, so exactly one claimer wins; a claim
 whose holder vanished (still ``claimed`` past ``expires_at``) can be retaken.
 Finished records answer history queries for policy limits.
 
-States: ``claimed`` -> ``applied`` | ``planned`` | ``denied`` | ``failed`` |
-``skipped``; a temporary failure releases the claim (row deleted) so a
-redelivery can try again.
+States: ``claimed`` -> ``applied`` | ``partial`` | ``planned`` | ``denied`` |
+``failed`` | ``skipped``; a temporary failure releases the claim (row deleted)
+so a redelivery can try again.
+
+Human approval: ``claimed`` -> ``pending`` (:meth:`hold`, with the signal kept
+so the action can be re-planned and an expiry) -> ``approved``
+(:meth:`approve`, atomic: only a pending, unexpired key) -> ``claimed`` again
+by the next claimer, who sees ``approved_by`` in the claim result and passes
+it to the policy. A pending key past its expiry, or one marked ``expired``,
+can be claimed afresh (the alert is still firing: ask again).
+
+Verification of an applied action is recorded beside the status
+(``verification``: ``succeeded`` | ``failed``, with a detail), so history
+readers such as the escalation ladder can see that a fix did not take.
 """
 
 from __future__ import annotations
@@ -35,11 +46,24 @@ CREATE TABLE IF NOT EXISTS claims (
   event_id    TEXT NOT NULL DEFAULT '',
   plan        TEXT NOT NULL DEFAULT '{}',
   decision    TEXT NOT NULL DEFAULT '{}',
-  reasons     TEXT NOT NULL DEFAULT '[]'
+  reasons     TEXT NOT NULL DEFAULT '[]',
+  signal      TEXT NOT NULL DEFAULT '{}',
+  approved_by TEXT NOT NULL DEFAULT '',
+  approved_at REAL NOT NULL DEFAULT 0,
+  verification        TEXT NOT NULL DEFAULT '',
+  verification_detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS claims_target ON claims(target, updated_at);
 CREATE INDEX IF NOT EXISTS claims_action ON claims(action, updated_at);
+CREATE INDEX IF NOT EXISTS claims_status ON claims(status, expires_at);
 """
+
+#: statuses that mean an action was taken, in part, or is in flight (they
+#: count toward limits and hold the target window).
+TAKEN = ("claimed", "applied", "planned", "partial")
+#: statuses whose key may be claimed afresh (besides a ``claimed`` past expiry
+#: and a ``pending`` past expiry).
+RECLAIMABLE = ("approved", "expired")
 
 
 
@@ -53,6 +77,16 @@ class ClaimResult:
     other_key: str = ""
     other_status: str = ""
     age: float = 0.0
+    approved_by: str = ""  # set when the won key had been approved by a human
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    ok: bool
+    key: str
+    status: str  # "approved", or why not: "pending" never here; "expired",
+    #              "unknown", or the key's current status ("applied", ...)
+    record: dict[str, Any] | None = None
 
 
 class Ledger(Protocol):
@@ -63,6 +97,67 @@ class Ledger(Protocol):
                reasons: list[str] | None = None) -> None: ...
 
     def release(self, key: str, *, holder: str) -> None: ...
+
+    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
+             signal: dict[str, Any], decision: dict[str, Any] | None = None,
+             reasons: list[str] | None = None) -> None: ...
+
+    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult: ...
+
+    def pending(self, *, now: float) -> list[dict[str, Any]]: ...
+
+    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None: ...
+
+    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
+             signal: dict[str, Any], decision: dict[str, Any] | None = None,
+             reasons: list[str] | None = None) -> None:
+        """Park our claimed key as ``pending`` a human's approval until ``expires_at``."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE claims SET status='pending', updated_at=?, expires_at=?, signal=?,"
+                " decision=?, reasons=? WHERE key=? AND holder=? AND status='claimed'",
+                (now, expires_at, json.dumps(signal, sort_keys=True),
+                 json.dumps(decision or {}, sort_keys=True), json.dumps(reasons or []),
+                 key, holder))
+
+    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult:
+        """Approve a pending key, once, before it expires (one transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                got = self._db.execute("SELECT status, expires_at FROM claims WHERE key=?",
+                                       (key,)).fetchone()
+                if got is None:
+                    result = "unknown"
+                elif got[0] == "pending" and got[1] < now:
+                    self._db.execute("UPDATE claims SET status='expired', updated_at=?"
+                                     " WHERE key=?", (now, key))
+                    result = "expired"
+                elif got[0] == "pending":
+                    self._db.execute(
+                        "UPDATE claims SET status='approved', approved_by=?, approved_at=?,"
+                        " updated_at=? WHERE key=?", (approver, now, now, key))
+                    result = "approved"
+                else:
+                    result = got[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return ApprovalResult(result == "approved", key, result, self.get(key))
+
+    def pending(self, *, now: float) -> list[dict[str, Any]]:
+        """Keys waiting for approval and not expired, oldest first."""
+        with self._lock:
+            keys = [r[0] for r in self._db.execute(
+                "SELECT key FROM claims WHERE status='pending' AND expires_at >= ?"
+                " ORDER BY updated_at", (now,)).fetchall()]
+        return [r for k in keys if (r := self.get(k)) is not None]
+
+    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE claims SET verification=?, verification_detail=?"
+                             " WHERE key=?", (result, detail[:2000], key))
 
     def stats(self, plan: Plan, *, now: float, window: float,
               exclude_key: str = "") -> dict[str, int]: ...
@@ -98,25 +193,32 @@ class SQLiteLedger:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                got = self._db.execute("SELECT status, holder, expires_at FROM claims WHERE key=?",
+                got = self._db.execute("SELECT status, holder, expires_at, approved_by FROM claims"
+                                       " WHERE key=?",
                                        (plan.key,)).fetchone()
                 if got is not None:
-                    status, other, expires_at = got
-                    if status == "claimed" and expires_at < now:  # holder vanished: retake
+                    status, other, expires_at, approved_by = got
+                    if reclaimable(status, expires_at, now):
+                        # holder vanished, approval granted, or approval expired
                         self._db.execute(
-                            "UPDATE claims SET holder=?, claimed_at=?, expires_at=?,"
-                            " updated_at=?, event_id=? WHERE key=?",
-                            (holder, now, now + ttl, now, event_id, plan.key))
+                            "UPDATE claims SET status='claimed', holder=?, claimed_at=?,"
+                            " expires_at=?, updated_at=?, event_id=?, plan=?, approved_by=?"
+                            " WHERE key=?",
+                            (holder, now, now + ttl, now, event_id, row[10],
+                             approved_by if status == "approved" else "", plan.key))
                         self._db.execute("COMMIT")
-                        return ClaimResult(True, plan.key, "claimed", holder)
+                        return ClaimResult(True, plan.key, "claimed", holder,
+                                           approved_by=approved_by if status == "approved"
+                                           else "")
                     self._db.execute("COMMIT")
                     return ClaimResult(False, plan.key, status, other)
                 if target_window > 0:
                     recent = self._db.execute(
                         "SELECT key, status, updated_at FROM claims WHERE target=? AND action=?"
-                        " AND status IN ('claimed','applied','planned','partial')"
+                        " AND (status IN ('claimed','applied','planned','partial')"
+                        "      OR (status='pending' AND expires_at >= ?))"
                         " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1",
-                        (str(plan.target), plan.action, now - target_window)).fetchone()
+                        (str(plan.target), plan.action, now, now - target_window)).fetchone()
                     if recent is not None:
                         self._db.execute("COMMIT")
                         return ClaimResult(False, plan.key, "target-recent", "",
@@ -145,6 +247,57 @@ class SQLiteLedger:
             self._db.execute("DELETE FROM claims WHERE key=? AND holder=? AND status='claimed'",
                              (key, holder))
 
+    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
+             signal: dict[str, Any], decision: dict[str, Any] | None = None,
+             reasons: list[str] | None = None) -> None:
+        """Park our claimed key as ``pending`` a human's approval until ``expires_at``."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE claims SET status='pending', updated_at=?, expires_at=?, signal=?,"
+                " decision=?, reasons=? WHERE key=? AND holder=? AND status='claimed'",
+                (now, expires_at, json.dumps(signal, sort_keys=True),
+                 json.dumps(decision or {}, sort_keys=True), json.dumps(reasons or []),
+                 key, holder))
+
+    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult:
+        """Approve a pending key, once, before it expires (one transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                got = self._db.execute("SELECT status, expires_at FROM claims WHERE key=?",
+                                       (key,)).fetchone()
+                if got is None:
+                    result = "unknown"
+                elif got[0] == "pending" and got[1] < now:
+                    self._db.execute("UPDATE claims SET status='expired', updated_at=?"
+                                     " WHERE key=?", (now, key))
+                    result = "expired"
+                elif got[0] == "pending":
+                    self._db.execute(
+                        "UPDATE claims SET status='approved', approved_by=?, approved_at=?,"
+                        " updated_at=? WHERE key=?", (approver, now, now, key))
+                    result = "approved"
+                else:
+                    result = got[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return ApprovalResult(result == "approved", key, result, self.get(key))
+
+    def pending(self, *, now: float) -> list[dict[str, Any]]:
+        """Keys waiting for approval and not expired, oldest first."""
+        with self._lock:
+            keys = [r[0] for r in self._db.execute(
+                "SELECT key FROM claims WHERE status='pending' AND expires_at >= ?"
+                " ORDER BY updated_at", (now,)).fetchall()]
+        return [r for k in keys if (r := self.get(k)) is not None]
+
+    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE claims SET verification=?, verification_detail=?"
+                             " WHERE key=?", (result, detail[:2000], key))
+
     def stats(self, plan: Plan, *, now: float, window: float,
               exclude_key: str = "") -> dict[str, int]:
         """Actions taken (or in flight) in the window, for policy limits.
@@ -169,7 +322,7 @@ class SQLiteLedger:
                 return None
             cols = [c[0] for c in cur.description]
         rec = dict(zip(cols, row))
-        for k in ("plan", "decision", "reasons"):
+        for k in ("plan", "decision", "reasons", "signal"):
             rec[k] = json.loads(rec[k])
         return rec
 
@@ -187,3 +340,10 @@ class SQLiteLedger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def reclaimable(status: str, expires_at: float, now: float) -> bool:
+    """May a key in ``status`` be claimed afresh? (shared by every ledger)"""
+    if status in RECLAIMABLE:
+        return True
+    return status in ("claimed", "pending") and expires_at < now
