@@ -127,6 +127,7 @@ class Ledger(Protocol):
             try:
                 got = self._db.execute("SELECT status, expires_at FROM claims WHERE key=?",
                                        (key,)).fetchone()
+                granted = False
                 if got is None:
                     result = "unknown"
                 elif got[0] == "pending" and got[1] < now:
@@ -137,14 +138,14 @@ class Ledger(Protocol):
                     self._db.execute(
                         "UPDATE claims SET status='approved', approved_by=?, approved_at=?,"
                         " updated_at=? WHERE key=?", (approver, now, now, key))
-                    result = "approved"
+                    result, granted = "approved", True
                 else:
                     result = got[0]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return ApprovalResult(result == "approved", key, result, self.get(key))
+        return ApprovalResult(granted, key, result, self.get(key))
 
     def pending(self, *, now: float) -> list[dict[str, Any]]:
         """Keys waiting for approval and not expired, oldest first."""
@@ -266,6 +267,7 @@ class SQLiteLedger:
             try:
                 got = self._db.execute("SELECT status, expires_at FROM claims WHERE key=?",
                                        (key,)).fetchone()
+                granted = False
                 if got is None:
                     result = "unknown"
                 elif got[0] == "pending" and got[1] < now:
@@ -276,14 +278,14 @@ class SQLiteLedger:
                     self._db.execute(
                         "UPDATE claims SET status='approved', approved_by=?, approved_at=?,"
                         " updated_at=? WHERE key=?", (approver, now, now, key))
-                    result = "approved"
+                    result, granted = "approved", True
                 else:
                     result = got[0]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return ApprovalResult(result == "approved", key, result, self.get(key))
+        return ApprovalResult(granted, key, result, self.get(key))
 
     def pending(self, *, now: float) -> list[dict[str, Any]]:
         """Keys waiting for approval and not expired, oldest first."""
