@@ -45,6 +45,20 @@ default needs_approval := false
 needs_approval if {
 	allow
 	cfg.actions[input.action].approval == true
+	not approved
+}
+
+# A human approved this very remediation (the ledger holds the approval; the
+# pipeline passes it in). When data lists approvers, only they count.
+approved if {
+	is_string(input.approval.approved_by)
+	input.approval.approved_by != ""
+	not approver_refused
+}
+
+approver_refused if {
+	count(items(cfg, "approvers")) > 0
+	not input.approval.approved_by in items(cfg, "approvers")
 }
 
 default dry_run := false
@@ -58,6 +72,13 @@ reasons := [sprintf("allowed: %s on %s/%s", [input.action, input.target.kind, in
 decision := {"allow": allow, "reasons": reasons, "needs_approval": needs_approval, "dry_run": dry_run}
 
 # -- what may be done at all ------------------------------------------------
+
+deny contains msg if {
+	is_string(input.approval.approved_by)
+	input.approval.approved_by != ""
+	approver_refused
+	msg := sprintf("%s is not an approver", [input.approval.approved_by])
+}
 
 deny contains msg if {
 	not cfg.actions[input.action]

@@ -198,6 +198,35 @@ test_approval_required if {
 	d.needs_approval == true
 }
 
+test_approved_remediation_needs_no_more_approval if {
+	d := remediation.decision with input as object.union(restart("llm"), {"approval": {"approved_by": "alice"}})
+		with data.remediation_config.actions["rollout-restart"].approval as true
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_approval_by_someone_not_listed_is_denied if {
+	d := remediation.decision with input as object.union(restart("llm"), {"approval": {"approved_by": "mallory"}})
+		with data.remediation_config.actions["rollout-restart"].approval as true
+		with data.remediation_config.approvers as ["alice"]
+	d.allow == false
+	"mallory is not an approver" in d.reasons
+}
+
+test_approval_by_a_listed_approver_counts if {
+	d := remediation.decision with input as object.union(restart("llm"), {"approval": {"approved_by": "alice"}})
+		with data.remediation_config.actions["rollout-restart"].approval as true
+		with data.remediation_config.approvers as ["alice"]
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_empty_approval_still_needs_approval if {
+	d := remediation.decision with input as object.union(restart("llm"), {"approval": {"approved_by": ""}})
+		with data.remediation_config.actions["rollout-restart"].approval as true
+	d.needs_approval == true
+}
+
 test_global_dry_run_switch if {
 	d := remediation.decision with input as restart("llm")
 		with data.remediation_config.force_dry_run as true

@@ -49,7 +49,10 @@ Deviations from a real API server (deliberate, for deterministic tests):
 
 * no controllers, scheduler, kubelet or garbage collector: nothing is created,
   scheduled or cascaded (except that deleting a Namespace deletes the objects
-  in it at once); register :meth:`on_write` hooks to play a controller;
+  in it at once); register :meth:`on_write` hooks to play a controller. One
+  is installed by default, :func:`rollout_controller`: a workload whose spec
+  changes over HTTP shows its rollout complete at once (``controllers=False``
+  or :meth:`KubeEmulator.stall_rollouts` for a rollout that never finishes);
 * deletion is immediate (like ``gracePeriodSeconds=0``) unless the object has
   finalizers, so a drained pod is gone when the eviction answers;
 * PodDisruptionBudget status is computed at eviction time from the stored
@@ -981,6 +984,89 @@ def _pod_spec_frozen(spec: Mapping[str, Any] | None) -> dict[str, Any]:
 WriteHook = Callable[[str, dict[str, Any], "dict[str, Any] | None", "KubeEmulator"], None]
 
 
+def rollout_controller(event: str, obj: dict[str, Any], old: dict[str, Any] | None,
+                       emulator: KubeEmulator) -> None:
+    """A write hook playing the workload controllers at their fastest: when
+    a workload's spec changes over HTTP (a rollout restart, a scale), its
+    status at once shows the rollout complete, every replica updated, ready
+    and available, as ``kubectl rollout status`` waits for (no pods are
+    rolled); a pod of a ReplicaSet or StatefulSet deleted or evicted over
+    HTTP is replaced at once (see :func:`_replace_pod`)."""
+    if event == "DELETED" and obj.get("kind") == "Pod":
+        _replace_pod(obj, emulator)
+        return
+    if event == "DELETED" or obj.get("kind") not in ("Deployment", "StatefulSet"):
+        return
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    if old is not None and (old.get("metadata") or {}).get("generation") == meta.get(
+            "generation") and (old.get("spec") or {}) == spec:
+        return
+    replicas = spec.get("replicas", 1)
+    status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1),
+                              "replicas": replicas, "updatedReplicas": replicas,
+                              "readyReplicas": replicas, "availableReplicas": replicas}
+    if obj["kind"] == "StatefulSet":
+        revision = f"{meta.get('name')}-{meta.get('generation', 1)}"
+        status.update(currentReplicas=replicas, currentRevision=revision,
+                      updateRevision=revision)
+    resource = "deployments" if obj["kind"] == "Deployment" else "statefulsets"
+    emulator.patch(resource, meta.get("namespace"), meta["name"], {"status": status})
+
+
+def _gpus(pod: Mapping[str, Any]) -> bool:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        if any("nvidia.com/gpu" in (res.get(k) or {}) for k in ("limits", "requests")):
+            return True
+    return False
+
+
+def _replace_pod(pod: dict[str, Any], emulator: KubeEmulator) -> None:
+    """The ReplicaSet/StatefulSet controller and the scheduler, at their
+    simplest: a deleted (evicted) pod owned by one is replaced at once by a
+    Running, Ready pod on the first other schedulable, Ready node (one with
+    GPUs when the pod asks for them; its nodeSelector honoured). No capacity
+    accounting. No such node: the replacement stays Pending."""
+    meta = pod.get("metadata") or {}
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    if owner is None or owner.get("kind") not in ("ReplicaSet", "StatefulSet"):
+        return
+    if emulator.get("pods", meta.get("namespace"), meta["name"]) is not None:
+        return  # not actually gone (finalizers)
+    old_node = (pod.get("spec") or {}).get("nodeName", "")
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    chosen = ""
+    for node in sorted(emulator.list("nodes"), key=lambda n: n["metadata"]["name"]):
+        nmeta, nspec = node["metadata"], node.get("spec") or {}
+        if nmeta["name"] == old_node or nspec.get("unschedulable"):
+            continue
+        if not all((nmeta.get("labels") or {}).get(k) == v for k, v in selector.items()):
+            continue
+        if _gpus(pod) and not ((node.get("status") or {}).get("allocatable") or {}).get(
+                "nvidia.com/gpu"):
+            continue
+        if not any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (node.get("status") or {}).get("conditions") or []):
+            continue
+        chosen = nmeta["name"]
+        break
+    new = copy.deepcopy(pod)
+    nm = new["metadata"]
+    for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):
+        nm.pop(k, None)
+    if owner["kind"] == "ReplicaSet":
+        nm["name"] = f"{owner['name']}-{uuid.uuid4().hex[:5]}"
+    if chosen:
+        new.setdefault("spec", {})["nodeName"] = chosen
+        new["status"] = {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}
+    else:
+        new.setdefault("spec", {}).pop("nodeName", None)
+        new["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}
+    emulator.add(new)
+
+
 class KubeEmulator:
     """An in-memory Kubernetes API server on 127.0.0.1 (see the module docstring)."""
 
@@ -992,6 +1078,7 @@ class KubeEmulator:
         resources: Iterable[ResourceType] = DEFAULT_RESOURCES,
         require_namespaces: bool = False,
         server_version: str = "1.34",
+        controllers: bool = True,
     ) -> None:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -1014,6 +1101,17 @@ class KubeEmulator:
         self._thread: threading.Thread | None = None
         for rt in resources:
             self.register(rt)
+        #: with ``controllers`` (the default) :func:`rollout_controller` is
+        #: installed, so workloads finish their rollouts; ``stall_rollouts()``
+        #: removes it (a rollout that never completes).
+        self.controllers = controllers
+        if controllers:
+            self._hooks.append(rollout_controller)
+
+    def stall_rollouts(self) -> None:
+        """From now on, rollouts never complete (no controller updates status)."""
+        with self._lock:
+            self._hooks[:] = [h for h in self._hooks if h is not rollout_controller]
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -1067,7 +1165,7 @@ class KubeEmulator:
             self._faults.clear()
             self._delays.clear()
             self._tokens = None
-            self._hooks.clear()
+            self._hooks[:] = [rollout_controller] if self.controllers else []
             self.requests.clear()
             self._changed.notify_all()
 

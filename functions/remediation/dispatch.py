@@ -9,7 +9,8 @@ from typing import Any, Iterable
 
 from .errors import InvalidInput
 from .events.signal import signal_from_event
-from .model import Outcome, Status
+from .guard.approval import verify_approval
+from .model import TYPE_APPROVAL_GRANTED, Outcome, Status
 from .pipeline import Pipeline
 
 
@@ -23,6 +24,8 @@ def _attr(event: Any, getter: str) -> str:
 def handle_event(pipeline: Pipeline, event: Any, *, via: str,
                  facts_memo: dict[Any, Any] | None = None) -> Outcome:
     """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an action."""
+    if _attr(event, "get_type") == TYPE_APPROVAL_GRANTED:
+        return handle_approval(pipeline, event)
     try:
         signal = signal_from_event(event)
     except InvalidInput as exc:
@@ -34,6 +37,23 @@ def handle_event(pipeline: Pipeline, event: Any, *, via: str,
     except Exception:  # noqa: BLE001
         requested = ""
     return pipeline.handle(signal, via=via, requested=requested, facts_memo=facts_memo)
+
+
+def handle_approval(pipeline: Pipeline, event: Any) -> Outcome:
+    """A signed approval event releases one pending remediation (see guard.approval)."""
+    cfg = pipeline.settings.approval
+    try:
+        data = event.get_data()
+        approval = verify_approval(data, secret=cfg.secret.reveal(), approvers=cfg.approvers)
+    except InvalidInput as exc:
+        reason = str(exc) if not exc.attribute else f"{exc.attribute}: {exc}"
+        return Outcome(status=Status.REJECTED, function="", event_id=_attr(event, "get_id"),
+                       event_source=_attr(event, "get_source"), reasons=(reason,))
+    except Exception:  # noqa: BLE001 - undecodable data is just invalid here
+        return Outcome(status=Status.REJECTED, function="", event_id=_attr(event, "get_id"),
+                       event_source=_attr(event, "get_source"),
+                       reasons=("approval data is not a JSON object",))
+    return pipeline.approve(approval.key, approval.approver, via="approval-event")
 
 
 def handle_events(pipeline: Pipeline, events: Iterable[Any], *, via: str) -> list[Outcome]:

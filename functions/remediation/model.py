@@ -24,6 +24,11 @@ TYPE_ALERT_RESOLVED = f"{TYPE_PREFIX}.alert.resolved.v1"
 TYPE_SPLUNK_RESULT = f"{TYPE_PREFIX}.splunk.result.v1"
 #: Outgoing types. No Trigger filter may ever match these (loop safety).
 TYPE_OUTCOME = f"{TYPE_PREFIX}.remediation.outcome.v1"
+#: The reply when policy wants a human: the outcome (status ``pending``) plus
+#: what to approve and until when. A notifier may subscribe to it.
+TYPE_APPROVAL_REQUESTED = f"{TYPE_PREFIX}.remediation.approval-requested.v1"
+#: A human's signed approval of a pending remediation (see guard.approval).
+TYPE_APPROVAL_GRANTED = f"{TYPE_PREFIX}.approval.granted.v1"
 
 INCOMING_TYPES = (TYPE_ALERT_FIRING, TYPE_ALERT_RESOLVED, TYPE_SPLUNK_RESULT)
 
@@ -104,6 +109,39 @@ class Signal:
             if v:
                 return v
         return ""
+
+    def to_record(self) -> dict[str, Any]:
+        """Every field, as plain JSON (kept while a remediation awaits approval)."""
+        return {
+            "event_id": self.event_id, "source": self.source, "type": self.type,
+            "status": self.status, "name": self.name, "labels": dict(self.labels),
+            "annotations": dict(self.annotations), "starts_at": self.starts_at,
+            "fingerprint": self.fingerprint, "cluster": self.cluster, "origin": self.origin,
+            "traceparent": self.traceparent, "tracestate": self.tracestate, "time": self.time,
+            "data": thaw(self.data),
+        }
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> "Signal":
+        """Inverse of :meth:`to_record` (the record was written by us)."""
+        def text(name: str) -> str:
+            value = rec.get(name, "")
+            return value if isinstance(value, str) else ""
+
+        def strings(name: str) -> Mapping[str, str]:
+            value = rec.get(name) or {}
+            if not isinstance(value, Mapping):
+                return MappingProxyType({})
+            return MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+        data = rec.get("data") or {}
+        return cls(event_id=text("event_id"), source=text("source"), type=text("type"),
+                   status=text("status") or "firing", name=text("name"),
+                   labels=strings("labels"), annotations=strings("annotations"),
+                   starts_at=text("starts_at"), fingerprint=text("fingerprint"),
+                   cluster=text("cluster"), origin=text("origin") or "cloudevent",
+                   traceparent=text("traceparent"), tracestate=text("tracestate"),
+                   time=text("time"), data=freeze(data if isinstance(data, Mapping) else {}))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +247,7 @@ class Status(str, Enum):
     REJECTED = "rejected"  # bad input
     RETRY = "retry"  # temporary failure: nothing done, redeliver later
     PARTIAL = "partial"  # some steps done, some refused/blocked (e.g. PDB-blocked evictions)
+    PENDING = "pending"  # allowed only with a human's approval: waiting for it
 
 
 @dataclass(frozen=True)
@@ -248,6 +287,11 @@ class Outcome:
     traceparent: str = ""
     tracestate: str = ""
     retryable: bool = False
+    #: for ``pending``: {"id", "expires_at", "requested_at"}; after an
+    #: approval: {"approved_by", ...}
+    approval: Mapping[str, Any] | None = None
+    #: after ``applied``: {"result": "succeeded"|"failed", "detail", "seconds"}
+    verification: Mapping[str, Any] | None = None
 
     @property
     def actions(self) -> list[dict[str, str]]:
@@ -271,4 +315,6 @@ class Outcome:
             "plan": self.plan.as_dict() if self.plan else None,
             "dry_run": self.dry_run,
             "retryable": self.retryable,
+            **({"approval": thaw(self.approval)} if self.approval else {}),
+            **({"verification": thaw(self.verification)} if self.verification else {}),
         }

@@ -1,7 +1,14 @@
 """The one path every action takes:
 
     route -> plan (pure) -> claim once (ledger) -> decide (policy)
-          -> lease scoped credentials (Vault) -> execute -> report
+          -> lease scoped credentials (Vault) -> execute -> verify -> report
+
+When policy wants a human, the claimed key is parked ``pending`` (with the
+signal, until ``settings.approval.ttl``) and the outcome says so; an approval
+(:meth:`Pipeline.approve`) re-runs the same path for the kept signal, and the
+policy sees who approved. After an apply, the fix is checked
+(``actions.verify``) until ``settings.verify.deadline``; the result is
+recorded in the ledger (the escalation ladder reads it) and reported.
 
 No I/O of its own: it drives ports (cluster access, ledger, policy engine,
 credential broker) handed to it at start-up. Every path ends in an
@@ -16,16 +23,17 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
 from .credentials import CredentialBroker, ScopedCredential
 from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
 from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
-from .guard.ledger import Ledger
+from .guard.ledger import ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
 from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
 from .routing import Routes
@@ -52,6 +60,13 @@ class Pipeline:
     credentials: CredentialBroker
     clock: Callable[[], float] = time.time
     holder: str = field(default_factory=default_holder)
+    #: verification polling: a monotonic clock and a sleep (tests pass fakes)
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    #: where an ``applied`` outcome goes at once, before verification
+    #: finishes (an outcome sink, when one is configured); the final outcome,
+    #: verified, is what ``handle`` returns.
+    publish: Callable[[Outcome], None] | None = None
 
     # -- helpers -----------------------------------------------------------
     def _now(self) -> datetime:
@@ -61,13 +76,16 @@ class Pipeline:
                  plan: Plan | None = None, reasons: tuple[str, ...] = (),
                  decision: Decision | None = None, dry_run: bool = True,
                  target: Any = None, retryable: bool = False,
-                 results: list[StepResult] | None = None) -> Outcome:
+                 results: list[StepResult] | None = None,
+                 approval: Mapping[str, Any] | None = None,
+                 verification: Mapping[str, Any] | None = None) -> Outcome:
         return Outcome(
             status=status, function=function, event_id=signal.event_id,
             event_source=signal.source, target=target or (plan.target if plan else None),
             plan=plan, reasons=reasons + tuple(_describe_results(results)),
             decision=decision, dry_run=dry_run, traceparent=signal.traceparent,
-            tracestate=signal.tracestate, retryable=retryable)
+            tracestate=signal.tracestate, retryable=retryable, approval=approval,
+            verification=verification)
 
     def _history(self, target: str, window: float) -> list[dict[str, Any]]:
         since = self.clock() - window
@@ -140,6 +158,12 @@ class Pipeline:
                                           "alert; one action per target in "
                                           f"{int(self.settings.ledger.target_window)}s",))
         if not claim.won:
+            if claim.status == "pending":
+                rec = self.ledger.get(plan.key) or {}
+                return self._outcome(signal, Status.PENDING, fn, plan=plan, dry_run=dry_run,
+                                     approval=_approval_info(rec),
+                                     reasons=("waiting for a human's approval "
+                                              f"(remediate approve {plan.key})",))
             if claim.status == "claimed":
                 return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                      retryable=True, reasons=(
@@ -147,7 +171,8 @@ class Pipeline:
             return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                  reasons=(f"already handled for this incident ({claim.status})",))
         try:
-            return self._claimed(signal, plan, via=via, cluster=cluster, dry_run=dry_run)
+            return self._claimed(signal, plan, claim, via=via, cluster=cluster,
+                                 dry_run=dry_run)
         except BaseException:
             # Whatever went wrong unexpectedly, nothing is left claimed forever.
             self.ledger.release(plan.key, holder=self.holder)
@@ -170,28 +195,74 @@ class Pipeline:
         return self._outcome(signal, status, plan.function, plan=plan, decision=decision,
                              dry_run=dry_run, reasons=reasons, results=results)
 
-    def _claimed(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
-                 dry_run: bool) -> Outcome:
+    def _claimed(self, signal: Signal, plan: Plan, claim: ClaimResult, *, via: str,
+                 cluster: str, dry_run: bool) -> Outcome:
         stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS,
                                   exclude_key=plan.key)
+        approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
-                              dry_run=dry_run, stats=stats, now=self._now())
+                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval)
         except TemporaryError as exc:
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
         if not decision.allow:
             return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
                                reasons=decision.reasons)
         if decision.needs_approval:
-            return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
-                               reasons=decision.reasons + ("needs human approval",))
+            return self._hold(signal, plan, decision, dry_run=dry_run)
         dry_run = dry_run or decision.dry_run
         if not self.cluster.live:
             return self._final(signal, plan, Status.PLANNED, dry_run=True, decision=decision,
                                reasons=decision.reasons + (
                                    "plan only: facts come from a snapshot",))
         return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
+
+    def _hold(self, signal: Signal, plan: Plan, decision: Decision, *,
+              dry_run: bool) -> Outcome:
+        """Park the claimed key until a human approves it or it expires."""
+        now = self.clock()
+        expires = now + self.settings.approval.ttl
+        reasons = decision.reasons + (
+            f"needs a human's approval before {_iso(expires)}: remediate approve {plan.key}",)
+        self.ledger.hold(plan.key, holder=self.holder, now=now, expires_at=expires,
+                         signal=signal.to_record(), decision=decision.as_dict(),
+                         reasons=list(reasons))
+        log.warning("remediation %s (%s on %s) waits for approval until %s", plan.key,
+                    plan.action, plan.target, _iso(expires))
+        return self._outcome(signal, Status.PENDING, plan.function, plan=plan,
+                             decision=decision, dry_run=dry_run, reasons=reasons,
+                             approval={"id": plan.key, "requested_at": _iso(now),
+                                       "expires_at": _iso(expires),
+                                       "approve": f"remediate approve {plan.key}"})
+
+    def approve(self, key: str, approver: str, *, via: str = "approval") -> Outcome:
+        """A human approved ``key``: approve it in the ledger (once, before it
+        expires) and run the path again for the kept signal. The re-plan reads
+        the cluster as it is now, the claim takes the approved key, and the
+        policy sees who approved."""
+        result = self.ledger.approve(key, approver=approver, now=self.clock())
+        rec = result.record or {}
+        if not result.ok and result.status != "approved":
+            # unknown or expired: nothing to release; anything else is finished
+            status = Status.REJECTED if result.status in ("unknown", "expired") \
+                else Status.DUPLICATE
+            why = {"unknown": f"no remediation {key} waits for approval",
+                   "expired": f"the approval request {key} expired"}.get(
+                       result.status, f"remediation {key} is already {result.status}")
+            return Outcome(status=status, function=str(rec.get("function") or ""),
+                           event_id=str(rec.get("event_id") or key), event_source="approval",
+                           reasons=(why,), dry_run=True)
+        signal = Signal.from_record(rec.get("signal") or {})
+        log.warning("remediation %s approved by %s", key, approver)
+        outcome = self.handle(signal, via=via, requested=str(rec.get("function") or ""))
+        if outcome.plan is not None and outcome.plan.key != key and \
+                outcome.status is not Status.RETRY:
+            # the cluster changed since: this plan is another one, judged afresh
+            outcome = replace(outcome, reasons=outcome.reasons + (
+                f"the approved plan {key} no longer applies; this is a new plan",))
+        return replace(outcome, approval={**(outcome.approval or {}), "id": key,
+                                          "approved_by": approver})
 
     def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
                  dry_run: bool) -> Outcome:
@@ -212,6 +283,7 @@ class Pipeline:
     def _apply(self, signal: Signal, plan: Plan, decision: Decision,
                credential: ScopedCredential, *, cluster: str, dry_run: bool) -> Outcome:
         fn = plan.function
+        owners = self._owners(plan, cluster) if not dry_run else {}
         writer = self.cluster.writer(cluster, credential)
         try:
             try:
@@ -236,11 +308,70 @@ class Pipeline:
                     message=(f"{fn}: {plan.action} for {signal.name or 'alert'} "
                              f"(event {signal.event_id}, incident {signal.incident})")[:1000])
             extra = ("server-side dry run accepted",) if dry_run else ()
-            return self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
-                               dry_run=dry_run, decision=decision,
-                               reasons=decision.reasons + extra, results=results)
+            applied = self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
+                                  dry_run=dry_run, decision=decision,
+                                  reasons=decision.reasons + extra, results=results)
         finally:
             writer.close()
+        if dry_run or self.settings.verify.deadline <= 0:
+            return applied
+        if self.publish is not None:
+            try:
+                self.publish(applied)
+            except Exception as exc:  # noqa: BLE001 - the final outcome still reports
+                log.warning("could not publish the applied outcome early: %s", exc)
+        return replace(applied, verification=self._verify(plan, cluster, owners))
+
+    def _owners(self, plan: Plan, cluster: str) -> dict[str, Any]:
+        """Owners of the pods the plan removes, read before they are gone."""
+        if not any(s.kind == "Pod" and s.verb in ("evict", "delete") for s in plan.steps):
+            return {}
+        try:
+            return verification.pod_owners(plan, self.cluster.facts(cluster))
+        except TemporaryError:
+            return {}
+
+    def _verify(self, plan: Plan, cluster: str, owners: dict[str, Any]) -> dict[str, Any]:
+        """Look until the fix took, cannot take, or the deadline passes; record it."""
+        cfg = self.settings.verify
+        start = self.monotonic()
+        deadline = start + cfg.deadline
+        verdict, looks, unreadable = None, 0, ""
+        while True:
+            try:
+                verdict = verification.check(plan, self.cluster.facts(cluster), owners=owners)
+                unreadable = ""
+            except TemporaryError as exc:
+                unreadable = str(exc)
+            looks += 1
+            if verdict is not None and not unreadable and (verdict.done or verdict.failed):
+                break
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                break
+            self.sleep(min(cfg.interval, remaining))
+        seconds = round(self.monotonic() - start, 3)
+        if verdict is not None and verdict.done and not unreadable:
+            result, detail = "succeeded", verdict.detail
+        elif verdict is None or unreadable:
+            result, detail = "unknown", f"could not read the cluster: {unreadable}"
+        elif verdict.failed:
+            result, detail = "failed", verdict.detail
+        else:
+            result, detail = "failed", (f"not done within {cfg.deadline:g}s: {verdict.detail}")
+        self.ledger.record_verification(plan.key, result, detail=detail, now=self.clock())
+        (log.info if result == "succeeded" else log.warning)(
+            "verification of %s on %s: %s (%s)", plan.action, plan.target, result, detail)
+        return {"result": result, "detail": detail, "seconds": seconds, "checks": looks}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _approval_info(rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": rec.get("key", ""), "expires_at": _iso(float(rec.get("expires_at") or 0)),
+            "approve": f"remediate approve {rec.get('key', '')}"}
 
 
 def _describe_results(results: list[StepResult] | None) -> list[str]:

@@ -108,6 +108,19 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class ApprovalSettings:
+    ttl: float = 3600.0  # seconds a pending remediation waits for a human, then expires
+    secret: Secret = field(default_factory=lambda: Secret(""))  # HMAC key of approval events
+    approvers: tuple[str, ...] = ()  # who may approve (events and CLI); empty: anyone signed
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    deadline: float = 120.0  # seconds after applying to see the fix take; 0: do not verify
+    interval: float = 2.0  # seconds between checks
+
+
+@dataclass(frozen=True)
 class Settings:
     dry_run: bool = True
     actor: str = "inference-remediation"
@@ -119,6 +132,8 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    approval: ApprovalSettings = field(default_factory=ApprovalSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -174,5 +189,15 @@ class Settings:
                 path=g("REMEDIATION_LEDGER", ""),
                 claim_ttl=_float(g("REMEDIATION_CLAIM_TTL"), 300.0),
                 target_window=_float(g("REMEDIATION_TARGET_WINDOW"), 300.0),
+            ),
+            approval=ApprovalSettings(
+                ttl=_float(g("REMEDIATION_APPROVAL_TTL"), 3600.0),
+                secret=Secret(g("REMEDIATION_APPROVAL_SECRET", "")),
+                approvers=tuple(a.strip() for a in g("REMEDIATION_APPROVERS", "").split(",")
+                                if a.strip()),
+            ),
+            verify=VerifySettings(
+                deadline=_float(g("REMEDIATION_VERIFY_DEADLINE"), 120.0),
+                interval=_float(g("REMEDIATION_VERIFY_INTERVAL"), 2.0),
             ),
         )

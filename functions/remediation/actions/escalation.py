@@ -8,8 +8,9 @@ remediated for the same workload within ``options.escalation_window_seconds``
 whose status is ``applied``, ``partial`` or ``claimed`` (an action taken, in
 part, or in flight),
 whose action is one of the ladder's, and which belong to another incident
-(another remediation key; a redelivery of this incident never climbs). With
-``n`` such incidents:
+(another remediation key; a redelivery of this incident never climbs). An
+incident whose fix failed verification (``verification == "failed"`` on its
+record) counts twice. With ``n`` counted this way:
 
 - ``n < escalation_reschedule_after`` (default 2): no escalation, restart;
 - ``n < escalation_drain_after`` (default 3): ``reschedule-pod``;
@@ -82,6 +83,7 @@ def choose_rung(ctx: PlanContext, target: ObjectRef, key: str) -> Rung:
     reschedule_after = int(drain._number(opts, "escalation_reschedule_after", RESCHEDULE_AFTER))
     drain_after = int(drain._number(opts, "escalation_drain_after", DRAIN_AFTER))
     incidents: set[str] = set()
+    unverified: set[str] = set()
     for i, rec in enumerate(ctx.history(str(target), window)):
         if rec.get("status") not in COUNTED_STATUSES or rec.get("action") not in LADDER_ACTIONS:
             continue
@@ -90,7 +92,12 @@ def choose_rung(ctx: PlanContext, target: ObjectRef, key: str) -> Rung:
         if rec.get("key") == key or incident == ctx.signal.incident:
             continue
         incidents.add(incident)
-    n = len(incidents)
+        if rec.get("verification") == "failed":
+            unverified.add(incident)
+    # A fix whose verification failed (the rollout never completed, the pod
+    # never came back) did not even take: it counts twice, so the ladder
+    # climbs past a rung that is not working.
+    n = len(incidents) + len(unverified)
     name = "drain" if n >= drain_after else "reschedule" if n >= reschedule_after else "restart"
     return Rung(name, n, window)
 

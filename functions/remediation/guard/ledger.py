@@ -244,7 +244,12 @@ class SQLiteLedger:
                  json.dumps(reasons or []), key))
 
     def release(self, key: str, *, holder: str) -> None:
+        """Give up our claim after a temporary failure: the key is free again,
+        or back to ``approved`` when a human had approved it (an approval is
+        not lost to a Vault or API outage)."""
         with self._lock:
+            self._db.execute("UPDATE claims SET status='approved' WHERE key=? AND holder=?"
+                             " AND status='claimed' AND approved_by != ''", (key, holder))
             self._db.execute("DELETE FROM claims WHERE key=? AND holder=? AND status='claimed'",
                              (key, holder))
 

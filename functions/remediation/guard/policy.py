@@ -26,7 +26,7 @@ class PolicyEngine(Protocol):
 
 def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: str,
                  self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
-                 now: datetime) -> dict[str, Any]:
+                 now: datetime, approval: Mapping[str, Any] | None = None) -> dict[str, Any]:
     namespaces = {s.namespace for s in plan.steps if s.namespace}
     if plan.target.namespace:
         namespaces.add(plan.target.namespace)
@@ -44,6 +44,7 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
         "dry_run": dry_run,
         "stats": dict(stats),
         "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "approval": dict(approval or {}),
     }
 
 
@@ -63,8 +64,8 @@ def decision_from_document(doc: Any) -> Decision:
 
 def decide(engine: PolicyEngine, plan: Plan, signal: Signal, *, actor: str, via: str,
            cluster: str, self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
-           now: datetime) -> Decision:
+           now: datetime, approval: Mapping[str, Any] | None = None) -> Decision:
     doc = engine.evaluate(policy_input(plan, signal, actor=actor, via=via, cluster=cluster,
                                        self_namespace=self_namespace, dry_run=dry_run,
-                                       stats=stats, now=now))
+                                       stats=stats, now=now, approval=approval))
     return decision_from_document(doc)
