@@ -7,6 +7,8 @@
     remediate dlq list [--store FILE] [--json]
     remediate policy test [--policy-dir DIR]
     remediate vault setup [--definitions DIR]
+    remediate pending [--json]
+    remediate approve ID [--by NAME] [--kubeconfig FILE | --send URL [--function F]] [--json]
 
 Replay detects each file's shape: an Alertmanager webhook payload, a Splunk
 webhook payload, a structured CloudEvent, or a JSON array of any of them
@@ -22,7 +24,9 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -238,6 +242,108 @@ def demo(out: TextIO, err: TextIO) -> int:
     return code
 
 
+def _ledger_note(settings: Settings, err: TextIO) -> None:
+    if not settings.ledger.path:
+        err.write("remediate: REMEDIATION_LEDGER is not set: the ledger is in-memory, so "
+                  "nothing another process parked is visible here (set it to the shared "
+                  "SQLite file, or to 'kubernetes')\n")
+
+
+def pending(settings: Settings, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """List remediations waiting for a human's approval."""
+    from .runtime import build_ledger
+
+    _ledger_note(settings, err)
+    ledger = build_ledger(settings)
+    try:
+        rows = ledger.pending(now=time.time())
+    finally:
+        ledger.close()
+    for r in rows:
+        line = {"id": r["key"], "function": r["function"], "action": r["action"],
+                "target": r["target"], "event_id": r["event_id"],
+                "requested_at": _iso(r["updated_at"]), "expires_at": _iso(r["expires_at"]),
+                "reasons": r.get("reasons") or []}
+        if as_json:
+            out.write(json.dumps(line, sort_keys=True) + "\n")
+        else:
+            out.write(f"{line['id']}  {line['action']:<15} {line['target']:<45} "
+                      f"expires {line['expires_at']}\n")
+    if not rows and not as_json:
+        out.write("nothing waits for approval\n")
+    return EXIT_OK
+
+
+def approve(key: str, approver: str, settings: Settings, *, send_to: str, function: str,
+            as_json: bool, out: TextIO, err: TextIO) -> int:
+    """Approve a pending remediation: here (this process runs the action with the
+    configured cluster and credentials) or, with ``send_to``, by sending a
+    signed approval event to the Broker or a function."""
+    from .guard.approval import approval_data, check_names
+
+    try:
+        check_names(key, approver)
+    except InvalidInput as exc:
+        err.write(f"remediate: {exc}\n")
+        return EXIT_INVALID
+    if settings.approval.approvers and approver not in settings.approval.approvers:
+        err.write(f"remediate: {approver} is not in REMEDIATION_APPROVERS\n")
+        return EXIT_INVALID
+    if send_to:
+        secret = settings.approval.secret.reveal()
+        if not secret:
+            err.write("remediate: REMEDIATION_APPROVAL_SECRET is needed to sign the approval\n")
+            return EXIT_INVALID
+        from .clients.sink import send
+        from .events.binding import SPECVERSION, JSON_CONTENT_TYPE, new_event, validate_attributes
+        from .model import TYPE_APPROVAL_GRANTED, stable_digest
+
+        attrs = {"specversion": SPECVERSION, "type": TYPE_APPROVAL_GRANTED,
+                 "source": "/remediate/cli", "id": stable_digest("approval", key, approver),
+                 "datacontenttype": JSON_CONTENT_TYPE, "subject": key}
+        if function:
+            attrs["remediation"] = function
+        event = new_event(validate_attributes(attrs), approval_data(secret, key, approver))
+        delivery = send(send_to, event, timeout=settings.http.sink_timeout)
+        out.write(json.dumps({"sent": delivery.ok, "status": delivery.status,
+                              "detail": delivery.detail}) + "\n")
+        return EXIT_OK if delivery.ok else EXIT_RETRY
+    from .runtime import build_pipeline, close_pipeline
+
+    _ledger_note(settings, err)
+    try:
+        pipeline = build_pipeline(settings)
+    except RemediationError as exc:
+        err.write(f"remediate: cannot start: {exc}\n")
+        return EXIT_INVALID
+    try:
+        outcome = pipeline.approve(key, approver, via="cli")
+    finally:
+        close_pipeline(pipeline)
+    if as_json:
+        out.write(json.dumps(outcome.as_dict(), sort_keys=True, default=str) + "\n")
+        return _exit_for(outcome)
+    print_table([outcome], out)
+    if outcome.verification:
+        out.write(f"verification: {outcome.verification.get('result')}: "
+                  f"{outcome.verification.get('detail')}\n")
+    if outcome.status is Status.REJECTED:
+        err.write(f"remediate: {'; '.join(outcome.reasons)}\n")
+    return _exit_for(outcome)
+
+
+def _exit_for(outcome: Outcome) -> int:
+    if outcome.status is Status.REJECTED:
+        return EXIT_INVALID
+    if outcome.status is Status.RETRY:
+        return EXIT_RETRY
+    return EXIT_OK
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +375,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     v_sub = v.add_subparsers(dest="vault_command", required=True)
     vs = v_sub.add_parser("setup", help="idempotent Vault set-up from vault/ definitions")
     vs.add_argument("--definitions", default="vault")
+    pe = sub.add_parser("pending", help="list remediations waiting for approval")
+    pe.add_argument("--json", action="store_true")
+    ap = sub.add_parser("approve", help="approve a pending remediation (runs it here, or "
+                                        "--send a signed approval event)")
+    ap.add_argument("id", help="the approval id (remediate pending)")
+    ap.add_argument("--by", default=os.environ.get("REMEDIATION_APPROVER")
+                    or os.environ.get("USER", ""), help="who approves (default: $USER)")
+    ap.add_argument("--send", default="", metavar="URL",
+                    help="send a signed approval CloudEvent to this Broker/function URL")
+    ap.add_argument("--function", default="",
+                    help="with --send: the function that parked it (routes the event)")
+    ap.add_argument("--kubeconfig", metavar="FILE", help="act on this cluster")
+    ap.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("REMEDIATION_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -290,6 +409,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       out=sys.stdout, err=sys.stderr)
     if args.command == "demo":
         return demo(sys.stdout, sys.stderr)
+    if args.command == "pending":
+        return pending(Settings.from_env(os.environ), as_json=args.json, out=sys.stdout,
+                       err=sys.stderr)
+    if args.command == "approve":
+        settings = Settings.from_env(os.environ)
+        if args.kubeconfig:
+            settings = replace(settings, kube=replace(settings.kube, kubeconfig=args.kubeconfig,
+                                                      snapshot=""))
+        return approve(args.id, args.by, settings, send_to=args.send, function=args.function,
+                       as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.command == "serve":
         import waitress
 

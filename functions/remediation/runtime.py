@@ -55,6 +55,38 @@ def load_policy_engine(settings: PolicySettings) -> Any:
     return EmbeddedPolicyEngine(settings)
 
 
+def build_ledger(settings: Settings) -> Any:
+    """``REMEDIATION_LEDGER``: empty = in-memory SQLite (one process), a path =
+    a SQLite file shared by the processes of one machine, ``kubernetes`` = one
+    Lease per key in the project's namespace (every replica, every node)."""
+    if settings.ledger.path.strip().lower() in ("kubernetes", "k8s", "lease", "leases"):
+        from .clients.kube import KubeLeaseStore
+        from .guard.kube_ledger import KubernetesLedger
+
+        log.info("ledger: Kubernetes Leases in namespace %s", settings.kube.self_namespace)
+        return KubernetesLedger(KubeLeaseStore.from_settings(settings.kube))
+    return SQLiteLedger(settings.ledger.path)
+
+
+def build_publisher(settings: Settings) -> Any:
+    """Send an applied outcome at once to ``REMEDIATION_OUTCOME_SINK``, while
+    verification still runs; None when no sink is configured."""
+    if not settings.http.outcome_sink:
+        return None
+    from .clients.sink import send
+    from .events.outcome import outcome_event
+
+    sink, timeout = settings.http.outcome_sink, settings.http.sink_timeout
+
+    def publish(outcome: Any) -> None:
+        delivery = send(sink, outcome_event(outcome), timeout=timeout, attempts=2)
+        if not delivery.ok:
+            log.warning("outcome sink refused %s: %s %s", delivery.event_id, delivery.status,
+                        delivery.detail)
+
+    return publish
+
+
 def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     """A ready pipeline; ``overrides`` replace any port (tests, CLI)."""
     ports: dict[str, Any] = dict(overrides)
@@ -63,11 +95,13 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     if "cluster" not in ports:
         ports["cluster"] = build_cluster(settings)
     if "ledger" not in ports:
-        ports["ledger"] = SQLiteLedger(settings.ledger.path)
+        ports["ledger"] = build_ledger(settings)
     if "policy" not in ports:
         ports["policy"] = load_policy_engine(settings.policy)
     if "credentials" not in ports:
         ports["credentials"] = build_credentials(settings)
+    if "publish" not in ports:
+        ports["publish"] = build_publisher(settings)
     return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
 
 

@@ -61,6 +61,7 @@ class HTTPSettings:
     sink: str = ""  # K_SINK: forward adapter output there instead of handling in-process
     sink_timeout: float = 5.0
     dead_letter_store: str = ""  # SQLite file for dead letters; empty: in-memory
+    outcome_sink: str = ""  # where an applied outcome goes at once, before verification ends
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Settings:
                 sink=g("K_SINK", ""),
                 sink_timeout=_float(g("REMEDIATION_SINK_TIMEOUT"), 5.0),
                 dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
+                outcome_sink=g("REMEDIATION_OUTCOME_SINK", ""),
             ),
             kube=KubeSettings(
                 kubeconfig=g("KUBECONFIG", ""),
