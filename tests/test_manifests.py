@@ -39,7 +39,8 @@ BROKER = "remediation"
 REMEDIATIONS = ("restart-engine", "drain-gpu-node", "rebalance-gpu-pods", "scale-engine")
 SERVICES = REMEDIATIONS + ("webhook-adapter", "dead-letter")
 SETTINGS_KEYS = {"REMEDIATION_DRY_RUN", "REMEDIATION_NAMESPACE", "VAULT_ADDR",
-                 "VAULT_AUTH_ROLE", "OPA_URL", "REMEDIATION_LEDGER"}
+                 "VAULT_AUTH_ROLE", "OPA_URL", "REMEDIATION_LEDGER",
+                 "REMEDIATION_VERIFY_DEADLINE", "REMEDIATION_OUTCOME_SINK"}
 # The Kubernetes version core objects are validated for: the kubectl this
 # project is tested with; kubernetes_validate falls back to its newest schema
 # set if it does not ship this one.
@@ -347,7 +348,8 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
         hi = int(annotations["autoscaling.knative.dev/max-scale"])
         assert 0 <= lo <= hi and hi >= 1, f"{where}: scale bounds {lo}..{hi}"
         assert spec["containerConcurrency"] > 0, f"{where}: containerConcurrency"
-        assert 0 < spec.get("timeoutSeconds", 300) <= 60, f"{where}: timeoutSeconds"
+        timeout = spec.get("timeoutSeconds", 300)
+        assert 0 < timeout <= 300, f"{where}: timeoutSeconds"
 
         container = _container(svc)
         for bound in ("requests", "limits"):
@@ -365,10 +367,22 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
         settings = _settings(docs, svc)
         assert SETTINGS_KEYS <= set(settings), f"{where}: settings lack " \
             f"{sorted(SETTINGS_KEYS - set(settings))}"
+        if svc_name in REMEDIATIONS:
+            # verification must end inside the request, with room to reply
+            verify = float(settings.get("REMEDIATION_VERIFY_DEADLINE", 120))
+            assert verify + 30 <= timeout, f"{where}: verify deadline {verify} vs {timeout}"
+            if hi > 1:
+                assert settings.get("REMEDIATION_LEDGER") == "kubernetes", \
+                    f"{where}: {hi} replicas need the shared (Lease) ledger"
         assert "K_SINK" not in env, f"{where}: K_SINK comes from the SinkBinding"
         secrets_used = {k for k, v in env.items() if "valueFrom" in v}
         if svc_name == "webhook-adapter":
             assert secrets_used == {"ALERTMANAGER_BEARER_TOKEN", "SPLUNK_WEBHOOK_TOKEN"}
+        elif svc_name in REMEDIATIONS:
+            assert secrets_used == {"REMEDIATION_APPROVAL_SECRET"}, \
+                f"{where}: only the approval key, never the webhook secrets"
+            ref = env["REMEDIATION_APPROVAL_SECRET"]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("remediation-approval", "hmac-key"), where
         else:
             assert not secrets_used, f"{where}: only the adapter needs webhook secrets"
         if svc_name in REMEDIATIONS + ("dead-letter",):
@@ -437,7 +451,10 @@ def test_every_trigger_has_delivery_with_dead_letter_sink(rendered) -> None:
         delivery = spec.get("delivery")
         assert delivery, f"{where}: no delivery"
         assert delivery["retry"] == 5 and delivery["backoffPolicy"] == "exponential", where
-        assert delivery["backoffDelay"] == "PT0.5S" and delivery["timeout"] == "PT30S", where
+        assert delivery["backoffDelay"] == "PT0.5S", where
+        svc_timeout = services[sub["name"]]["spec"]["template"]["spec"].get("timeoutSeconds", 300)
+        assert delivery["timeout"] == f"PT{svc_timeout}S", \
+            f"{where}: delivery timeout {delivery['timeout']} vs the Service's {svc_timeout}s"
         for field in ("backoffDelay", "timeout"):
             assert iso_duration.match(delivery[field]), f"{where}: {field}"
         assert _dead_letter_ref_ok(delivery, services), f"{where}: deadLetterSink"
@@ -534,7 +551,7 @@ def test_rbac_is_least_privilege(rendered) -> None:
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {role['metadata']}"
-    lease_rules = {("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")}
+    lease_rules = {("coordination.k8s.io", "leases", v) for v in ("create", "get", "list", "update", "delete")}
     for svc_name, svc in services.items():
         sa = svc["spec"]["template"]["spec"]["serviceAccountName"]
         granted: set[tuple[str, str, str]] = set()

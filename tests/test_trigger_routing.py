@@ -42,6 +42,7 @@ from remediation.model import (
     INCOMING_TYPES,
     TYPE_ALERT_FIRING,
     TYPE_ALERT_RESOLVED,
+    TYPE_APPROVAL_GRANTED,
     TYPE_OUTCOME,
     TYPE_PREFIX,
     TYPE_SPLUNK_RESULT,
@@ -64,6 +65,7 @@ OUTGOING_TYPES = tuple(sorted(
      if k.startswith("TYPE_") and isinstance(v, str) and v.startswith(REPLY_PREFIX)}
     | {TYPE_OUTCOME,
        f"{REPLY_PREFIX}approval.requested.v1",
+       f"{REPLY_PREFIX}approval-requested.v1",
        f"{REPLY_PREFIX}verified.v1",
        f"{REPLY_PREFIX}unknown.v99",
        "dev.functions.error"}))
@@ -74,6 +76,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     **{(TYPE_ALERT_FIRING, fn): fn for fn in REMEDIATIONS},
     **{(TYPE_SPLUNK_RESULT, fn): fn for fn in REMEDIATIONS},
     (TYPE_ALERT_RESOLVED, "drain-gpu-node"): "drain-gpu-node",
+    **{(TYPE_APPROVAL_GRANTED, fn): fn for fn in REMEDIATIONS},
 }
 
 

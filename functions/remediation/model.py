@@ -22,15 +22,16 @@ TYPE_PREFIX = "io.inferenceremediation"
 TYPE_ALERT_FIRING = f"{TYPE_PREFIX}.alert.firing.v1"
 TYPE_ALERT_RESOLVED = f"{TYPE_PREFIX}.alert.resolved.v1"
 TYPE_SPLUNK_RESULT = f"{TYPE_PREFIX}.splunk.result.v1"
+#: A human's signed approval of a pending remediation (see guard.approval).
+TYPE_APPROVAL_GRANTED = f"{TYPE_PREFIX}.approval.granted.v1"
 #: Outgoing types. No Trigger filter may ever match these (loop safety).
 TYPE_OUTCOME = f"{TYPE_PREFIX}.remediation.outcome.v1"
 #: The reply when policy wants a human: the outcome (status ``pending``) plus
 #: what to approve and until when. A notifier may subscribe to it.
 TYPE_APPROVAL_REQUESTED = f"{TYPE_PREFIX}.remediation.approval-requested.v1"
-#: A human's signed approval of a pending remediation (see guard.approval).
-TYPE_APPROVAL_GRANTED = f"{TYPE_PREFIX}.approval.granted.v1"
 
-INCOMING_TYPES = (TYPE_ALERT_FIRING, TYPE_ALERT_RESOLVED, TYPE_SPLUNK_RESULT)
+INCOMING_TYPES = (TYPE_ALERT_FIRING, TYPE_ALERT_RESOLVED, TYPE_SPLUNK_RESULT,
+                  TYPE_APPROVAL_GRANTED)
 
 
 def freeze(value: Any) -> Any:
