@@ -218,10 +218,11 @@ class KubeWriter(_Api):
     """Applies Plan steps; one instance per execution (per credential)."""
 
     def __init__(self, api_client: Any, timeout: float, component: str,
-                 cleanup: str = "") -> None:
+                 cleanup: str = "", owns_client: bool = True) -> None:
         super().__init__(api_client, timeout)
         self.component = component
         self._cleanup = cleanup
+        self._owns_client = owns_client  # False: a shared ambient client, kept open
 
     def apply(self, step: Step, *, dry_run: bool) -> StepResult:
         from kubernetes.client.exceptions import ApiException
@@ -309,7 +310,8 @@ class KubeWriter(_Api):
             log.warning("could not record Event on %s: %s", target, _map_error(exc, "event"))
 
     def close(self) -> None:
-        super().close()
+        if self._owns_client:
+            super().close()
         if self._cleanup:
             try:
                 os.unlink(self._cleanup)
@@ -327,6 +329,7 @@ class KubeAccess:
         self.settings = settings
         self._lock = threading.Lock()
         self._facts: dict[str, LiveFacts] = {}
+        self._writers: dict[str, Any] = {}
 
     def facts(self, cluster: str) -> LiveFacts:
         with self._lock:
@@ -336,6 +339,15 @@ class KubeAccess:
             return self._facts[cluster]
 
     def writer(self, cluster: str, credential: ScopedCredential) -> KubeWriter:
+        if not credential.token:
+            # The ambient identity (no Vault): one pooled client per cluster,
+            # not a kubeconfig load and a new connection pool per execution.
+            with self._lock:
+                if cluster not in self._writers:
+                    self._writers[cluster] = build_api_client(self.settings)
+                shared = self._writers[cluster]
+            return KubeWriter(shared, self.settings.timeout, self.settings.reporting_component,
+                              owns_client=False)
         api_client = build_api_client(self.settings, credential)
         cleanup = api_client.configuration.ssl_ca_cert if credential.ca_crt else ""
         return KubeWriter(api_client, self.settings.timeout,
@@ -346,3 +358,9 @@ class KubeAccess:
             for f in self._facts.values():
                 f.close()
             self._facts.clear()
+            for c in self._writers.values():
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+            self._writers.clear()
