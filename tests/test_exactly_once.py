@@ -160,8 +160,11 @@ def deliver(client: httpx.Client, urls: list[str], headers: dict[str, str], body
     raise AssertionError("still 503 after every redelivery")
 
 
-def test_hundreds_of_duplicated_deliveries_to_several_workers_act_once_per_key(cluster):
+@pytest.mark.parametrize("ledger", ["sqlite", "kubernetes"])
+def test_hundreds_of_duplicated_deliveries_to_several_workers_act_once_per_key(cluster, ledger):
     emu, env = cluster
+    if ledger == "kubernetes":
+        env = {**env, "REMEDIATION_LEDGER": "kubernetes"}  # Leases in the emulator
     workers = Workers(env)
     try:
         urls = [workers.start(f"w{n}") for n in range(WORKERS)]
@@ -180,7 +183,8 @@ def test_hundreds_of_duplicated_deliveries_to_several_workers_act_once_per_key(c
     redeliveries = sum(n - 1 for _, n in results)
     restarts = {i: generation(emu, i) - 1 for i in range(KEYS)}
     patches = [r for r in emu.requests if r.method == "PATCH" and r.resource == "deployments"]
-    print(f"\nexactly-once: {len(deliveries)} deliveries of {KEYS} distinct keys to "
+    leases = len(emu.list("leases", "remediation"))
+    print(f"\nexactly-once ({ledger} ledger, {leases} Leases): {len(deliveries)} deliveries of {KEYS} distinct keys to "
           f"{WORKERS} worker processes (+{redeliveries} redeliveries of 503s) in {wall:.1f}s: "
           f"{sum(restarts.values())} restarts, {len(patches)} PATCHes; replies "
           f"{ {s: statuses.count(s) for s in sorted(set(statuses))} }")
@@ -190,8 +194,11 @@ def test_hundreds_of_duplicated_deliveries_to_several_workers_act_once_per_key(c
     assert statuses.count("duplicate") == len(deliveries) - KEYS
 
 
-def test_a_worker_killed_between_claim_and_apply_leaves_one_action(cluster, opa_server):
+@pytest.mark.parametrize("ledger", ["sqlite", "kubernetes"])
+def test_a_worker_killed_between_claim_and_apply_leaves_one_action(cluster, ledger, opa_server):
     emu, env = cluster
+    if ledger == "kubernetes":
+        env = {**env, "REMEDIATION_LEDGER": "kubernetes"}
     workers = Workers(env)
     opa_server.mode, opa_server.slow_seconds = "slow", 30.0
     try:
@@ -220,8 +227,11 @@ def test_a_worker_killed_between_claim_and_apply_leaves_one_action(cluster, opa_
     assert generation(emu, 3) == 2  # exactly one restart
 
 
-def test_a_worker_killed_between_apply_and_record_leaves_one_action(cluster):
+@pytest.mark.parametrize("ledger", ["sqlite", "kubernetes"])
+def test_a_worker_killed_between_apply_and_record_leaves_one_action(cluster, ledger):
     emu, env = cluster
+    if ledger == "kubernetes":
+        env = {**env, "REMEDIATION_LEDGER": "kubernetes"}
     workers = Workers(env)
     try:
         stuck = workers.start("stuck")

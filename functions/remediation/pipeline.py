@@ -148,9 +148,13 @@ class Pipeline:
         fn = plan.function
         dry_run = self.settings.dry_run or not self.cluster.live
         now = self.clock()
-        claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id, now=now,
-                                  ttl=self.settings.ledger.claim_ttl,
-                                  target_window=self.settings.ledger.target_window)
+        try:
+            claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
+                                      now=now, ttl=self.settings.ledger.claim_ttl,
+                                      target_window=self.settings.ledger.target_window)
+        except TemporaryError as exc:  # the Lease ledger's API is down or slow
+            return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
+                                 retryable=True, reasons=(f"ledger unavailable: {exc}",))
         if not claim.won and claim.status == "target-recent":
             return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                  reasons=(f"{plan.target}: {plan.action} already "

@@ -60,11 +60,11 @@ def build_ledger(settings: Settings) -> Any:
     a SQLite file shared by the processes of one machine, ``kubernetes`` = one
     Lease per key in the project's namespace (every replica, every node)."""
     if settings.ledger.path.strip().lower() in ("kubernetes", "k8s", "lease", "leases"):
-        from .clients.kube import KubeLeaseStore
-        from .guard.kube_ledger import KubernetesLedger
+        from .clients.kube import KubeLeases
+        from .guard.lease_ledger import LeaseLedger
 
         log.info("ledger: Kubernetes Leases in namespace %s", settings.kube.self_namespace)
-        return KubernetesLedger(KubeLeaseStore.from_settings(settings.kube))
+        return LeaseLedger(KubeLeases.from_settings(settings.kube))
     return SQLiteLedger(settings.ledger.path)
 
 

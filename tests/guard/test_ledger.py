@@ -1,11 +1,50 @@
-"""The SQLite ledger: claim once, retake only expired claims, history stats."""
+"""The ledger suite, run against both implementations: SQLite (embedded) and
+Leases (Kubernetes-native, against the API emulator over the real client):
+claim once, retake only expired claims, the target window, approvals,
+verification, history and stats."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+from typing import Any, Callable
 
+import pytest
+
+from remediation.clients.kube import KubeLeases
+from remediation.guard.lease_ledger import LeaseLedger
 from remediation.guard.ledger import SQLiteLedger
 from remediation.model import ObjectRef, Plan
+
+from tests.plugins.kube import make_api_client
+
+LEASE_NS = "remediation"
+
+
+@pytest.fixture(params=["sqlite", "leases"])
+def new_ledger(request, tmp_path) -> Callable[[], Any]:
+    """``new_ledger()``: another handle on the same ledger (for SQLite the
+    same file; for Leases the same namespace of the same emulator)."""
+    made: list[Any] = []
+    if request.param == "sqlite":
+        path = str(tmp_path / "ledger.sqlite")
+
+        def make() -> Any:
+            made.append(SQLiteLedger(path))
+            return made[-1]
+    else:
+        emulator = request.getfixturevalue("kube_emulator")
+
+        def make() -> Any:
+            made.append(LeaseLedger(KubeLeases(make_api_client(emulator.url), LEASE_NS, 5.0)))
+            return made[-1]
+    yield make
+    for led in made:
+        led.close()
+
+
+@pytest.fixture
+def led(new_ledger) -> Any:
+    return new_ledger()
 
 
 def mkplan(key: str = "k1", name: str = "vllm") -> Plan:
@@ -13,8 +52,7 @@ def mkplan(key: str = "k1", name: str = "vllm") -> Plan:
                 key=key)
 
 
-def test_claim_once_then_duplicate():
-    led = SQLiteLedger()
+def test_claim_once_then_duplicate(led):
     assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
     second = led.claim(mkplan(), holder="b", event_id="e", now=101, ttl=60)
     assert not second.won and second.status == "claimed" and second.holder == "a"
@@ -23,8 +61,7 @@ def test_claim_once_then_duplicate():
     assert not third.won and third.status == "applied"  # finished: never retaken
 
 
-def test_expired_claim_is_retaken_and_release_allows_retry():
-    led = SQLiteLedger()
+def test_expired_claim_is_retaken_and_release_allows_retry(led):
     assert led.claim(mkplan(), holder="dead", event_id="e", now=100, ttl=60).won
     assert not led.claim(mkplan(), holder="b", event_id="e", now=150, ttl=60).won
     assert led.claim(mkplan(), holder="b", event_id="e", now=161, ttl=60).won
@@ -33,15 +70,13 @@ def test_expired_claim_is_retaken_and_release_allows_retry():
     assert led.claim(mkplan(), holder="c", event_id="e", now=170, ttl=60).won
 
 
-def test_release_by_another_holder_does_nothing():
-    led = SQLiteLedger()
+def test_release_by_another_holder_does_nothing(led):
     led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60)
     led.release("k1", holder="intruder")
     assert led.get("k1")["holder"] == "a"
 
 
-def test_stats_count_actions_in_window():
-    led = SQLiteLedger()
+def test_stats_count_actions_in_window(led):
     for i, name in enumerate(["a", "a", "b"]):
         led.claim(mkplan(f"k{i}", name), holder="h", event_id="e", now=1000 + i, ttl=60)
         led.finish(f"k{i}", "applied", now=1000 + i)
@@ -54,29 +89,36 @@ def test_stats_count_actions_in_window():
     assert led.stats(mkplan("x", "a"), now=99999, window=60)["cluster_actions_in_window"] == 0
 
 
-def _claim_many(path: str, holder: str, keys: list[str], out: "mp.Queue[int]") -> None:
-    led = SQLiteLedger(path)
+def _claim_many(kind: str, where: str, holder: str, keys: list[str], out: "mp.Queue[int]") -> None:
+    if kind == "sqlite":
+        led: Any = SQLiteLedger(where)
+    else:
+        led = LeaseLedger(KubeLeases(make_api_client(where), LEASE_NS, 10.0))
     won = sum(led.claim(mkplan(k), holder=holder, event_id="e", now=100, ttl=600).won for k in keys)
     out.put(won)
 
 
-def test_one_winner_per_key_across_processes(tmp_path):
-    path = str(tmp_path / "ledger.sqlite")
-    SQLiteLedger(path).close()
+@pytest.mark.parametrize("kind", ["sqlite", "leases"])
+def test_one_winner_per_key_across_processes(kind, tmp_path, kube_emulator):
+    if kind == "sqlite":
+        where = str(tmp_path / "ledger.sqlite")
+        SQLiteLedger(where).close()
+    else:
+        where = kube_emulator.url
     keys = [f"key-{i % 25}" for i in range(100)]  # 4 deliveries of each of 25 keys
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_claim_many, args=(path, f"w{n}", keys, q)) for n in range(4)]
+    procs = [ctx.Process(target=_claim_many, args=(kind, where, f"w{n}", keys, q))
+             for n in range(4)]
     for p in procs:
         p.start()
-    total = sum(q.get(timeout=60) for _ in procs)
+    total = sum(q.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
     assert total == 25  # exactly one winner per distinct key
 
 
-def test_target_window_refuses_another_incident_on_the_same_target():
-    led = SQLiteLedger()
+def test_target_window_refuses_another_incident_on_the_same_target(led):
     a, b = mkplan("incident-a"), mkplan("incident-b")  # same target and action
     assert led.claim(a, holder="h", event_id="e1", now=100, ttl=60, target_window=300).won
     other = led.claim(b, holder="h", event_id="e2", now=110, ttl=60, target_window=300)
@@ -88,16 +130,14 @@ def test_target_window_refuses_another_incident_on_the_same_target():
     assert led.claim(c, holder="h", event_id="e3", now=422, ttl=60, target_window=300).won
 
 
-def test_denied_does_not_hold_the_target():
-    led = SQLiteLedger()
+def test_denied_does_not_hold_the_target(led):
     led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60, target_window=300)
     led.finish("a", "denied", now=101)
     assert led.claim(mkplan("b"), holder="h", event_id="e", now=102, ttl=60,
                      target_window=300).won
 
 
-def test_pending_approval_once_before_expiry():
-    led = SQLiteLedger()
+def test_pending_approval_once_before_expiry(led):
     assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
     led.hold("k1", holder="a", now=101, expires_at=200, signal={"id": "e"},
              decision={"allow": True, "needs_approval": True}, reasons=["risky"])
@@ -115,8 +155,7 @@ def test_pending_approval_once_before_expiry():
     assert led.pending(now=163) == []
 
 
-def test_approval_after_expiry_is_refused_and_the_key_can_be_asked_again():
-    led = SQLiteLedger()
+def test_approval_after_expiry_is_refused_and_the_key_can_be_asked_again(led):
     led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60)
     led.hold("k1", holder="a", now=101, expires_at=200, signal={})
     assert led.pending(now=201) == []
@@ -127,8 +166,7 @@ def test_approval_after_expiry_is_refused_and_the_key_can_be_asked_again():
     assert fresh.won and fresh.approved_by == ""
 
 
-def test_pending_holds_the_target_window_and_verification_is_recorded():
-    led = SQLiteLedger()
+def test_pending_holds_the_target_window_and_verification_is_recorded(led):
     led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60, target_window=300)
     led.hold("a", holder="h", now=101, expires_at=1000, signal={})
     other = led.claim(mkplan("b"), holder="h", event_id="e2", now=102, ttl=60, target_window=300)

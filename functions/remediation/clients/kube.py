@@ -364,3 +364,90 @@ class KubeAccess:
                 except Exception:  # noqa: BLE001 - closing is best effort
                     pass
             self._writers.clear()
+
+
+class KubeLeases:
+    """The ledger's LeaseStore (``guard.lease_ledger``) over
+    coordination.k8s.io/v1 Leases in one namespace; every call has the
+    configured timeout. 409 AlreadyExists -> LeaseExists, 409 Conflict and
+    404 on write -> LeaseConflict, 429/5xx/transport -> DependencyUnavailable."""
+
+    def __init__(self, api_client: Any, namespace: str, timeout: float) -> None:
+        self._api = _Api(api_client, timeout)
+        self.namespace = namespace
+
+    @classmethod
+    def from_settings(cls, settings: KubeSettings) -> "KubeLeases":
+        return cls(build_api_client(settings), settings.self_namespace, settings.timeout)
+
+    def _coord(self) -> Any:
+        return self._api.api("CoordinationV1Api")
+
+    def _raise(self, exc: BaseException, what: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from ..guard.lease_ledger import LeaseConflict, LeaseExists
+
+        if isinstance(exc, ApiException) and exc.status == 409:
+            reason = ""
+            try:
+                reason = str(json.loads(exc.body or "{}").get("reason") or "")
+            except (ValueError, TypeError):
+                pass
+            raise (LeaseExists if reason == "AlreadyExists" else LeaseConflict)(
+                f"{what}: {_status_message(exc)}") from None
+        if isinstance(exc, ApiException) and exc.status == 404:
+            raise LeaseConflict(f"{what}: gone") from None
+        raise _map_error(exc, what) from None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self._api.timeout,
+                      **kwargs)
+            data = resp.data if hasattr(resp, "data") else resp.read()
+            return json.loads(data) if data else {}
+        except Exception as exc:  # noqa: BLE001 - mapped
+            self._raise(exc, what)
+
+    def create(self, name: str, *, labels: Mapping[str, str],
+               annotations: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": self.namespace,
+                             "labels": dict(labels), "annotations": dict(annotations)},
+                "spec": dict(spec)}
+        return self._call(f"create lease {name}",
+                          self._coord().create_namespaced_lease, self.namespace, body)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = self._coord().read_namespaced_lease(
+                name, self.namespace, _preload_content=False, _request_timeout=self._api.timeout)
+            return json.loads(resp.data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _map_error(exc, f"read lease {name}") from None
+        except Exception as exc:  # noqa: BLE001 - transport errors
+            raise _map_error(exc, f"read lease {name}") from None
+
+    def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        name = lease["metadata"]["name"]
+        return self._call(f"replace lease {name}", self._coord().replace_namespaced_lease,
+                          name, self.namespace, dict(lease))
+
+    def delete(self, name: str, *, resource_version: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": resource_version}}
+        self._call(f"delete lease {name}", self._coord().delete_namespaced_lease,
+                   name, self.namespace, body=body)
+
+    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        doc = self._call("list leases", self._coord().list_namespaced_lease, self.namespace,
+                         label_selector=selector)
+        return list(doc.get("items") or [])
+
+    def close(self) -> None:
+        self._api.close()

@@ -1,0 +1,345 @@
+"""The Kubernetes-native ledger: one coordination.k8s.io Lease per key.
+
+Same protocol and semantics as :class:`~.ledger.SQLiteLedger` (the shared
+test suite runs both), for a cluster where several replicas of several
+functions, on any node, must claim each remediation key once.
+
+Storage, pure over a :class:`LeaseStore` port (``clients.kube`` implements
+it over the API; no Kubernetes import here):
+
+- the key's Lease is named ``rem-<sha256(key)[:40]>`` (a valid DNS name
+  whatever the key), labelled ``inferenceremediation.io/ledger=claim``, the
+  status, a digest of the target and the action (history and stats select
+  on them), with the whole record as JSON in the annotation
+  ``inferenceremediation.io/record``; ``spec.holderIdentity``,
+  ``leaseDurationSeconds`` and ``acquireTime``/``renewTime`` say who holds
+  it, for ``kubectl get leases``. Times in the record are the callers'
+  ``now`` (never the server clock), so a fake clock works in tests.
+- **Claim = create.** AlreadyExists means the key is taken; a key that may
+  be taken again (an expired claim, an approved or expired approval) is
+  retaken by a replace carrying the ``resourceVersion`` read, so of two
+  racing retakers exactly one wins (the other gets Conflict and re-reads).
+- **The target window** (one action per target and action, any incident)
+  spans two keys, and Kubernetes has no multi-object transaction. It is
+  serialised through a second Lease per (target, action),
+  ``remt-<sha256(target|action)[:40]>``, whose record names the key that
+  last took the target. A claimer first reads that key's own Lease: taken
+  (or pending approval) within the window means ``target-recent``. Free, it
+  takes the target Lease by create or by a replace with the
+  ``resourceVersion`` it read (so two racers cannot both take it) and only
+  then creates its key Lease. Race analysis: a claimer that took the target
+  Lease but has not yet created its key Lease is visible as the target
+  record's key with no Lease: that counts as in flight (``claimed``) until
+  the target record's own expiry (the claim TTL), so a racer arriving in
+  that gap loses instead of seeing a free target. A claimer that died in the
+  gap blocks the target for at most the TTL, like a dead holder's claim.
+- finish, hold, approve, verification and release are read-modify-replace
+  with the ``resourceVersion``; a Conflict re-reads and decides again, so
+  an approval is granted once even when two approvers race.
+- release deletes the key Lease with a ``resourceVersion`` precondition, or
+  puts an approved key back to ``approved``.
+
+Stats and history list the ledger's Leases (one list call, filtered
+client-side); a production ledger of a few thousand Leases is a small list.
+Nothing expires the Leases themselves: ``remediate`` could prune finished
+records older than the longest policy window (not built yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Mapping, Protocol
+
+from ..model import Plan
+from .ledger import ApprovalResult, ClaimResult, reclaimable
+
+LEDGER_LABEL = "inferenceremediation.io/ledger"
+STATUS_LABEL = "inferenceremediation.io/status"
+TARGET_LABEL = "inferenceremediation.io/target"
+ACTION_LABEL = "inferenceremediation.io/action"
+RECORD_ANNOTATION = "inferenceremediation.io/record"
+
+_TAKEN = ("claimed", "applied", "planned", "partial")
+_COUNTED = ("applied", "partial", "claimed")
+_ATTEMPTS = 8  # re-reads after a Conflict before giving up (as busy)
+
+
+class LeaseExists(Exception):
+    """create: a Lease with that name exists (409 AlreadyExists)."""
+
+
+class LeaseConflict(Exception):
+    """replace/delete: the resourceVersion is stale (409 Conflict) or it is gone."""
+
+
+class LeaseStore(Protocol):
+    """coordination.k8s.io/v1 Leases of one namespace, as plain dicts."""
+
+    def create(self, name: str, *, labels: Mapping[str, str],
+               annotations: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def get(self, name: str) -> dict[str, Any] | None: ...
+
+    def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT with ``metadata.resourceVersion``; LeaseConflict when stale or gone."""
+        ...
+
+    def delete(self, name: str, *, resource_version: str) -> None:
+        """Delete with a resourceVersion precondition; LeaseConflict when stale."""
+        ...
+
+    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]: ...
+
+
+def _digest(text: str, n: int = 40) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def key_lease_name(key: str) -> str:
+    return f"rem-{_digest(key)}"
+
+
+def target_lease_name(target: str, action: str) -> str:
+    return f"remt-{_digest(target + '|' + action)}"
+
+
+def _micro(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _record(lease: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(RECORD_ANNOTATION)
+    try:
+        rec = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+class LeaseLedger:
+    """The Ledger protocol over Leases (see the module docstring)."""
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+
+    # -- writing -----------------------------------------------------------
+    def _labels(self, rec: Mapping[str, Any]) -> dict[str, str]:
+        return {LEDGER_LABEL: "claim", STATUS_LABEL: str(rec["status"]),
+                TARGET_LABEL: _digest(str(rec["target"])),
+                ACTION_LABEL: _digest(str(rec["action"]), 16)}
+
+    def _spec(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        return {"holderIdentity": str(rec["holder"])[:253],
+                "leaseDurationSeconds": max(1, int(rec["expires_at"] - rec["claimed_at"])),
+                "acquireTime": _micro(rec["claimed_at"]), "renewTime": _micro(rec["updated_at"])}
+
+    def _create(self, rec: dict[str, Any]) -> dict[str, Any]:
+        return self.store.create(key_lease_name(rec["key"]), labels=self._labels(rec),
+                                 annotations={RECORD_ANNOTATION: json.dumps(rec, sort_keys=True)},
+                                 spec=self._spec(rec))
+
+    def _replace(self, lease: Mapping[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+        meta = dict(lease["metadata"])
+        meta["labels"] = {**(meta.get("labels") or {}), **self._labels(rec)}
+        meta["annotations"] = {**(meta.get("annotations") or {}),
+                               RECORD_ANNOTATION: json.dumps(rec, sort_keys=True)}
+        return self.store.replace({**lease, "metadata": meta, "spec": self._spec(rec)})
+
+    def _update(self, key: str, change: Any) -> dict[str, Any] | None:
+        """Read-modify-replace; ``change(rec) -> rec | None`` (None: leave it).
+        Returns the record written (or None when nothing was)."""
+        for _ in range(_ATTEMPTS):
+            lease = self.store.get(key_lease_name(key))
+            rec = _record(lease)
+            if lease is None or rec is None:
+                return None
+            new = change(dict(rec))
+            if new is None:
+                return None
+            try:
+                self._replace(lease, new)
+                return new
+            except LeaseConflict:
+                continue
+        raise LeaseConflict(f"ledger key {key} kept changing under us")
+
+    # -- the protocol ---------------------------------------------------------
+    def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
+              ttl: float, target_window: float = 0.0) -> ClaimResult:
+        fresh = {"key": plan.key, "function": plan.function, "action": plan.action,
+                 "target": str(plan.target), "status": "claimed", "holder": holder,
+                 "claimed_at": now, "expires_at": now + ttl, "updated_at": now,
+                 "event_id": event_id, "plan": plan.as_dict(), "decision": {}, "reasons": [],
+                 "signal": {}, "approved_by": "", "approved_at": 0.0, "verification": "",
+                 "verification_detail": ""}
+        for _ in range(_ATTEMPTS):
+            lease = self.store.get(key_lease_name(plan.key))
+            rec = _record(lease)
+            if lease is not None and rec is not None:
+                status = str(rec.get("status"))
+                if not reclaimable(status, float(rec.get("expires_at") or 0), now):
+                    return ClaimResult(False, plan.key, status, str(rec.get("holder") or ""))
+                approved_by = str(rec.get("approved_by") or "") if status == "approved" else ""
+                taken = {**rec, **{k: fresh[k] for k in ("status", "holder", "claimed_at",
+                                                           "expires_at", "updated_at",
+                                                           "event_id", "plan")},
+                         "approved_by": approved_by}
+                try:
+                    self._replace(lease, taken)
+                except LeaseConflict:
+                    continue
+                return ClaimResult(True, plan.key, "claimed", holder, approved_by=approved_by)
+            if target_window > 0:
+                busy = self._take_target(plan, now=now, ttl=ttl, window=target_window)
+                if busy is not None:
+                    return busy
+            try:
+                self._create(fresh)
+            except LeaseExists:
+                continue  # someone claimed this very key: read it again
+            return ClaimResult(True, plan.key, "claimed", holder)
+        return ClaimResult(False, plan.key, "claimed", "")  # contended: answer busy (retry)
+
+    def _take_target(self, plan: Plan, *, now: float, ttl: float,
+                     window: float) -> ClaimResult | None:
+        """Take the (target, action) Lease for ``plan.key``; a ClaimResult
+        when another incident holds the target (see the module docstring)."""
+        name = target_lease_name(str(plan.target), plan.action)
+        mine = {"key": plan.key, "target": str(plan.target), "action": plan.action,
+                "status": "claimed", "holder": plan.key, "claimed_at": now,
+                "expires_at": now + ttl, "updated_at": now}
+        for _ in range(_ATTEMPTS):
+            lock = self.store.get(name)
+            held = _record(lock)
+            if held is not None and held.get("key") != plan.key:
+                other = _record(self.store.get(key_lease_name(str(held.get("key")))))
+                if other is None:
+                    if float(held.get("expires_at") or 0) >= now:  # in flight
+                        return ClaimResult(False, plan.key, "target-recent", "",
+                                           other_key=str(held.get("key")),
+                                           other_status="claimed",
+                                           age=now - float(held.get("updated_at") or now))
+                else:
+                    status = str(other.get("status"))
+                    active = status in _TAKEN or (
+                        status == "pending" and float(other.get("expires_at") or 0) >= now)
+                    if active and float(other.get("updated_at") or 0) >= now - window:
+                        return ClaimResult(False, plan.key, "target-recent", "",
+                                           other_key=str(other.get("key")), other_status=status,
+                                           age=now - float(other.get("updated_at") or now))
+            try:
+                if lock is None:
+                    self.store.create(name, labels={LEDGER_LABEL: "target"},
+                                      annotations={RECORD_ANNOTATION: json.dumps(mine)},
+                                      spec={"holderIdentity": plan.key[:253],
+                                            "leaseDurationSeconds": max(1, int(ttl)),
+                                            "acquireTime": _micro(now), "renewTime": _micro(now)})
+                else:
+                    meta = dict(lock["metadata"])
+                    meta["annotations"] = {**(meta.get("annotations") or {}),
+                                           RECORD_ANNOTATION: json.dumps(mine)}
+                    self.store.replace({**lock, "metadata": meta,
+                                        "spec": {**(lock.get("spec") or {}),
+                                                 "holderIdentity": plan.key[:253],
+                                                 "renewTime": _micro(now)}})
+            except (LeaseExists, LeaseConflict):
+                continue
+            return None
+        return ClaimResult(False, plan.key, "target-recent", "", other_status="claimed")
+
+    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
+               reasons: list[str] | None = None) -> None:
+        self._update(key, lambda r: {**r, "status": status, "updated_at": now,
+                                     "decision": decision or {}, "reasons": reasons or []})
+
+    def release(self, key: str, *, holder: str) -> None:
+        for _ in range(_ATTEMPTS):
+            lease = self.store.get(key_lease_name(key))
+            rec = _record(lease)
+            if lease is None or rec is None or rec.get("status") != "claimed" \
+                    or rec.get("holder") != holder:
+                return
+            try:
+                if rec.get("approved_by"):
+                    self._replace(lease, {**rec, "status": "approved"})
+                else:
+                    self.store.delete(key_lease_name(key),
+                                      resource_version=str(lease["metadata"]["resourceVersion"]))
+                return
+            except LeaseConflict:
+                continue
+
+    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
+             signal: dict[str, Any], decision: dict[str, Any] | None = None,
+             reasons: list[str] | None = None) -> None:
+        def change(r: dict[str, Any]) -> dict[str, Any] | None:
+            if r.get("status") != "claimed" or r.get("holder") != holder:
+                return None
+            return {**r, "status": "pending", "updated_at": now, "expires_at": expires_at,
+                    "signal": signal, "decision": decision or {}, "reasons": reasons or []}
+        self._update(key, change)
+
+    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult:
+        seen: dict[str, str] = {}
+
+        def change(r: dict[str, Any]) -> dict[str, Any] | None:
+            seen["status"] = str(r.get("status"))
+            if r.get("status") != "pending":
+                return None
+            if float(r.get("expires_at") or 0) < now:
+                seen["status"] = "expired"
+                return {**r, "status": "expired", "updated_at": now}
+            seen["status"] = "approved"
+            return {**r, "status": "approved", "approved_by": approver, "approved_at": now,
+                    "updated_at": now}
+        written = self._update(key, change)
+        status = seen.get("status", "unknown")
+        granted = written is not None and written.get("status") == "approved"
+        return ApprovalResult(granted, key, status, self.get(key))
+
+    def pending(self, *, now: float) -> list[dict[str, Any]]:
+        rows = [r for r in self._records({STATUS_LABEL: "pending"})
+                if r.get("status") == "pending" and float(r.get("expires_at") or 0) >= now]
+        return sorted(rows, key=lambda r: r["updated_at"])
+
+    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
+        self._update(key, lambda r: {**r, "verification": result,
+                                     "verification_detail": detail[:2000]})
+
+    # -- reading -------------------------------------------------------------
+    def _records(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        out = []
+        for lease in self.store.list({LEDGER_LABEL: "claim", **labels}):
+            rec = _record(lease)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def stats(self, plan: Plan, *, now: float, window: float,
+              exclude_key: str = "") -> dict[str, int]:
+        since = now - window
+        rows = [r for r in self._records({})
+                if r.get("status") in _COUNTED and float(r.get("updated_at") or 0) >= since
+                and r.get("key") != exclude_key]
+        return {"target_actions_in_window": sum(r.get("target") == str(plan.target)
+                                                for r in rows),
+                "action_count_in_window": sum(r.get("action") == plan.action for r in rows),
+                "cluster_actions_in_window": len(rows), "window_seconds": int(window)}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return _record(self.store.get(key_lease_name(key)))
+
+    def history(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._records({TARGET_LABEL: _digest(target)} if target else {})
+        if target:
+            rows = [r for r in rows if r.get("target") == target]
+        return sorted(rows, key=lambda r: r["updated_at"], reverse=True)[:limit]
+
+    def close(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
