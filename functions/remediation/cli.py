@@ -8,6 +8,7 @@
     remediate policy test [--policy-dir DIR]
     remediate vault setup [--definitions DIR]
     remediate pending [--json]
+    remediate gameday SCENARIO...
     remediate approve ID [--by NAME] [--kubeconfig FILE | --send URL [--function F]] [--json]
 
 Replay detects each file's shape: an Alertmanager webhook payload, a Splunk
@@ -375,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v_sub = v.add_subparsers(dest="vault_command", required=True)
     vs = v_sub.add_parser("setup", help="idempotent Vault set-up from vault/ definitions")
     vs.add_argument("--definitions", default="vault")
+    gd = sub.add_parser("gameday", help="run game-day scenario files on their snapshots")
+    gd.add_argument("paths", nargs="+", metavar="SCENARIO")
     pe = sub.add_parser("pending", help="list remediations waiting for approval")
     pe.add_argument("--json", action="store_true")
     ap = sub.add_parser("approve", help="approve a pending remediation (runs it here, or "
@@ -409,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       out=sys.stdout, err=sys.stderr)
     if args.command == "demo":
         return demo(sys.stdout, sys.stderr)
+    if args.command == "gameday":
+        from .gameday import main as gameday_main
+
+        return gameday_main(args.paths, sys.stdout, sys.stderr)
     if args.command == "pending":
         return pending(Settings.from_env(os.environ), as_json=args.json, out=sys.stdout,
                        err=sys.stderr)
