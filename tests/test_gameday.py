@@ -1,21 +1,43 @@
-"""Game days: every scenario in tests/scenarios/ replayed through the full
-path against the API emulator (the end state checked there); the runner can
-fail; scenario files are validated; the snapshot stand plans only."""
+"""Game days: every scenario in tests/scenarios/ replayed through the full path
+against the Kubernetes API emulator (outcomes, end state and API writes
+checked), and plan-only on its snapshot as ``remediate gameday`` runs it; the
+runner can fail, and says why; malformed scenario files are refused with the
+field named."""
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from remediation import cli
 from remediation.errors import InvalidInput
-from remediation.gameday import SnapshotStand, load_scenario, lookup, run_scenario
+from remediation.gameday import (
+    SnapshotStand,
+    add_parser,
+    load_scenario,
+    lookup,
+    main,
+    parse_scenario,
+    run_scenario,
+)
 
 from tests.gameday_stand import EmulatorStand
 
-SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
+HERE = Path(__file__).parent
+SCENARIOS = sorted((HERE / "scenarios").glob("*.yaml"))
+DEMO = "../../functions/remediation/defaults/demo/cluster.yaml"
+
+
+def scenario_file(stem: str) -> Path:
+    return next(p for p in SCENARIOS if stem in p.stem)
 
 
 @pytest.fixture
@@ -25,68 +47,258 @@ def stand():
     s.close()
 
 
+@pytest.fixture
+def snapshot_stand():
+    s = SnapshotStand()
+    yield s
+    s.close()
+
+
+def test_the_library_holds_the_scenarios_of_the_other_issues():
+    names = {load_scenario(p).name for p in SCENARIOS}
+    assert len(SCENARIOS) == 8 and len(names) == 8
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_passes_on_the_emulator(path, stand):
     report = run_scenario(load_scenario(path), stand)
     assert report.passed, report.render()
-    assert all(c.ok is True for c in report.checks), report.render()  # all checked
+    assert all(c.ok is True for c in report.checks), report.render()  # everything checked
+    assert report.checks
 
 
-def test_a_wrong_expectation_fails_the_report(stand, tmp_path):
-    text = (SCENARIOS[0]).read_text().replace("expect: applied", "expect: denied")
-    text = text.replace("../../functions", str(Path(__file__).parents[1] / "functions"))
-    text = text.replace('equals: "2026-11-01T10:05:00Z"', 'equals: "1999-01-01T00:00:00Z"')
-    f = tmp_path / "wrong.yaml"
-    f.write_text(text)
-    report = run_scenario(load_scenario(f), stand)
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_passes_plan_only_on_its_snapshot(path, snapshot_stand):
+    report = run_scenario(load_scenario(path), snapshot_stand)
+    assert report.passed, report.render()
+    assert not any(o.status.value in ("applied", "partial") for o in report.outcomes)
+    skipped = [c for c in report.checks if c.ok is None]
+    assert all("not checked" in c.detail for c in skipped)
+
+
+def test_the_snapshot_stand_checks_outcomes_and_reports_objects_not_checked(snapshot_stand):
+    report = run_scenario(load_scenario(scenario_file("fatal-xid")), snapshot_stand)
+    assert [o.status.value for o in report.outcomes] == ["planned"]
+    outcome_check, *rest = report.checks
+    assert outcome_check.ok is True  # "applied" is met by "planned" on a plan-only stand
+    assert rest and all(c.ok is None for c in rest)
+    assert {c.detail for c in rest} == {"not checked: plan-only stand",
+                                        "not checked: this stand sees no writes"}
+    assert "0 failed" in report.render() and report.passed
+
+
+def test_the_virtual_clock_drives_the_healthy_delay_and_timestamps(stand):
+    report = run_scenario(load_scenario(scenario_file("recovery")), stand)
+    first, second, _ = report.deliveries
+    # the same resolved alert, delivered at t+0 and t+300: only the clock differs
+    assert first.outcomes[0].status.value == "retry"
+    assert "healthy for 60s" in first.outcomes[0].reasons[0]
+    assert second.outcomes[0].status.value == "applied"
+
+
+def _doc(stem: str) -> dict[str, Any]:
+    return yaml.safe_load(scenario_file(stem).read_text())
+
+
+def test_wrong_expectations_fail_the_report_with_a_readable_diff(stand):
+    doc = _doc("engine-hang")
+    doc["events"][0]["expect"] = {"status": "denied", "action": "delete-pod"}
+    doc["expect"]["objects"][0]["equals"] = "1999-01-01T00:00:00Z"
+    doc["expect"]["objects"].append({"kind": "Pod", "namespace": "llm-serving",
+                                     "name": "vllm-llama-7b-6d4f8b9c7-x2x9k", "absent": True})
+    doc["expect"]["actions"][0]["count"] = 3
+    report = run_scenario(parse_scenario(doc, base_dir=HERE / "scenarios", where="wrong"), stand)
     assert not report.passed
-    rendered = report.render()
-    assert "FAIL" in rendered and "got applied" in rendered
-    assert 'found "2026-11-01T10:05:00Z"' in rendered
+    assert len(report.failures) == 4, report.render()
+    text = report.render()
+    assert text.startswith("FAIL engine-hang-restarts-once")
+    assert "expected status denied, got applied" in text
+    assert "expected action delete-pod, got rollout-restart" in text
+    assert 'expected "1999-01-01T00:00:00Z"\n' in text
+    assert 'found    "2026-11-01T10:05:00Z"' in text
+    assert "Pod/llm-serving/vllm-llama-7b-6d4f8b9c7-x2x9k is gone" in text
+    assert "it still exists" in text
+    assert "counted 1" in text and "patch Deployment/llm-serving/vllm-llama-7b -> 200" in text
 
 
-@pytest.mark.parametrize("body, field", [
-    ("- not a mapping", "scenario"),
-    ("name: x\nobjects: []\nevents: [{at: 5, body: {}}, {at: 1, body: {}}]", "at"),
-    ("name: x\nobjects: []\nevents: [{at: 0}]", "file"),
-    ("name: x\nobjects: []\nevents: [{at: 0, body: {}, expect: fixed}]", "expect"),
-    ("name: x\nobjects: []\nevents: []\nsurprise: 1", "surprise"),
-    ("name: x\nevents: []", "objects"),
-    ("name: x\nobjects: []\nevents: []\nexpect: {objects: [{kind: Node, name: n}]}", "path"),
-    ("name: x\nobjects: []\nstart: yesterday\nevents: []", "start"),
+def test_a_delivery_that_blows_up_is_a_failed_check_not_a_crash(snapshot_stand):
+    from remediation.runtime import build_pipeline
+
+    def broken(settings, **ports):
+        pipeline = build_pipeline(settings, **ports)
+
+        def boom(*_a, **_k):
+            raise RuntimeError("API melted")
+        pipeline.handle = boom
+        return pipeline
+
+    report = run_scenario(load_scenario(scenario_file("engine-hang")), snapshot_stand,
+                          pipeline_factory=broken)
+    assert not report.passed and report.deliveries == []
+    text = report.render()
+    assert "RuntimeError: API melted; the later events were not delivered" in text
+    assert "the event was not delivered" in text
+
+
+def test_approving_an_event_that_left_nothing_pending_fails(snapshot_stand):
+    doc = {"name": "x", "snapshot": DEMO, "start": "2026-11-01T10:05:00Z", "events": [
+        {"at": 0, "file": "demo:01-vllm-hung.json", "expect": "applied"},
+        {"at": 60, "approve": {"event": 0, "by": "alice"}, "expect": "applied"}]}
+    report = run_scenario(parse_scenario(doc, base_dir=HERE / "scenarios"), snapshot_stand)
+    assert not report.passed
+    assert "that event left nothing pending to approve" in report.render()
+
+
+EVENT = '{at: 0, file: "demo:01-vllm-hung.json", expect: applied}'
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ("- not a mapping", "scenario", "a scenario is a mapping"),
+    (f"snapshot: {DEMO}\nevents: [{EVENT}]", "name", "required"),
+    (f"name: x\nevents: [{EVENT}]", "snapshot", "required"),
+    (f"name: x\nsnapshot: nowhere.yaml\nevents: [{EVENT}]", "snapshot", "cannot read"),
+    (f"name: x\nsnapshot: [{{kind: Pod}}]\nevents: [{EVENT}]", "snapshot[0]", "metadata.name"),
+    (f"name: x\nsnapshot: {DEMO}\nsurprise: 1\nevents: [{EVENT}]", "surprise", "unknown field"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: []", "events", "non-empty"),
+    (f"name: x\nsnapshot: {DEMO}\nstart: yesterday\nevents: [{EVENT}]", "start", "RFC 3339"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}, {{at: -1, body: {{}}}}]", "events[1].at",
+     "non-negative"),
+    ((f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 5, file: "demo:01-vllm-hung.json", '
+     f'expect: applied}}, {{at: 1, file: "demo:01-vllm-hung.json"}}]'), "events[1].at",
+     "before the previous"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, expect: applied}}]", "events[0].file",
+     "exactly one of file, body or approve"),
+    (f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, file: "demo:nope.json"}}]',
+     "events[0].file", "cannot read"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, body: {{hello: 1}}}}]", "events[0].body",
+     "not an Alertmanager payload"),
+    ((f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, via: splunk, '
+     f'file: "demo:01-vllm-hung.json", expect: applied}}]'), "events[0].via",
+     "says splunk but the body is alertmanager"),
+    ((f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, file: "demo:01-vllm-hung.json", '
+     f'expect: fixed}}]'), "events[0].expect.status", "unknown status 'fixed'"),
+    ((f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, file: "demo:01-vllm-hung.json", '
+     f'expect: [applied, skipped]}}]'), "events[0].expect", "yields 1 outcome"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, approve: {{event: later, by: a}}}}]",
+     "events[0].approve.event", "no event has id 'later'"),
+    (f"name: x\nsnapshot: {DEMO}\nsettings: {{KUBECONFIG: /etc/k}}\nevents: [{EVENT}]",
+     "settings.KUBECONFIG", "not a setting a game day can change"),
+    ((f"name: x\nsnapshot: {DEMO}\nsettings: {{REMEDIATION_TARGET_WINDOW: soon}}\n"
+     f"events: [{EVENT}]"), "settings", "does not parse"),
+    (f"name: x\nsnapshot: {DEMO}\noptions: {{fix-it: {{a: 1}}}}\nevents: [{EVENT}]",
+     "options.fix-it", "no such function"),
+    (f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, file: "demo:01-vllm-hung.json"}}]',
+     "expect", "must expect something"),
+    ((f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{outcomes: [{{status: "
+     "applied}]}"), "expect.outcomes[0].event", "required"),
+    ((f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{objects: [{{kind: Node, "
+     "name: n}]}"), "expect.objects[0].path", "exactly one of"),
+    ((f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{objects: [{{kind: Node, "
+     "name: n, path: 'spec..x', exists: true}]}"), "expect.objects[0].path", "bad path"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{actions: [{{verb: patch}}]}}",
+     "expect.actions[0].count", "needs count, at_least or at_most"),
+    ((f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{actions: [{{verb: reboot, "
+     "count: 1}]}"), "expect.actions[0].verb", "unknown 'reboot'"),
 ])
-def test_malformed_scenarios_are_refused_with_the_field_named(tmp_path, body, field):
+def test_malformed_scenarios_are_refused_with_the_field_named(tmp_path, body, field, words):
     f = tmp_path / "bad.yaml"
-    f.write_text(body)
+    f.write_text(body.replace(DEMO, str(HERE / "scenarios" / DEMO)))
     with pytest.raises(InvalidInput) as exc:
         load_scenario(f)
     assert exc.value.attribute == field, str(exc.value)
+    assert str(exc.value).startswith(f"bad.yaml: {field}: "), str(exc.value)
+    assert words in str(exc.value)
 
 
-def test_the_snapshot_stand_plans_and_skips_object_checks():
-    report = run_scenario(load_scenario(SCENARIOS[1]), SnapshotStand())
-    assert [o.status.value for _, o in report.outcomes] == ["planned"]
-    assert any(c.ok is None and "plan-only" in c.detail for c in report.checks)
-    assert report.checks[0].ok is True  # "applied" is met by "planned" on a plan-only stand
-    assert report.passed
+def test_an_unreadable_scenario_file_is_refused(tmp_path):
+    with pytest.raises(InvalidInput, match="cannot read"):
+        load_scenario(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed")
+    with pytest.raises(InvalidInput, match="not valid JSON/YAML"):
+        load_scenario(tmp_path / "broken.yaml")
 
 
-def test_remediate_gameday_cli_reports_and_exits(tmp_path):
+def test_settings_paths_and_policy_data_files_are_relative_to_the_scenario(tmp_path):
+    (tmp_path / "data.yaml").write_text(
+        "remediation_config: {limits: {max_cordoned_gpu_nodes_percent: 50, max_replicas: 9}}")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "x", "snapshot": str(HERE / "scenarios" / DEMO),
+        "settings": {"REMEDIATION_POLICY_DATA": "data.yaml", "REMEDIATION_DRY_RUN": True,
+                     "REMEDIATION_TARGET_WINDOW": 60},
+        "policy_data": {"remediation_config": {"limits": {"max_replicas": 4}}},
+        "events": [{"at": 0, "file": "demo:10-dcgm-xid79-fell-off-bus.json",
+                    "expect": "applied"}]}))
+    sc = load_scenario(tmp_path / "s.yaml")
+    assert sc.settings == {"REMEDIATION_DRY_RUN": "true", "REMEDIATION_TARGET_WINDOW": "60"}
+    assert sc.policy_data == {"remediation_config": {"limits": {
+        "max_cordoned_gpu_nodes_percent": 50, "max_replicas": 4}}}
+    stand = EmulatorStand()
+    try:
+        report = run_scenario(sc, stand)
+        # a dry run against the emulator: allowed by the merged policy data, nothing changed
+        assert [o.status.value for o in report.outcomes] == ["planned"], report.render()
+        assert not stand.read("Node", "", "gpu-node-5")["spec"].get("unschedulable")
+    finally:
+        stand.close()
+
+
+def test_remediate_gameday_runs_the_library_plan_only(tmp_path):
     out, err = io.StringIO(), io.StringIO()
-    from remediation.gameday import main
+    assert main([str(p) for p in SCENARIOS], out, err) == 0, out.getvalue() + err.getvalue()
+    assert out.getvalue().startswith("PASS engine-hang-restarts-once")
+    assert "8 of 8 scenario(s) passed" in out.getvalue()
 
-    assert main([str(SCENARIOS[5])], out, err) == 0, out.getvalue() + err.getvalue()
-    assert out.getvalue().startswith("PASS guard-rails-hold")
+    out = io.StringIO()
+    assert main([str(SCENARIOS[0])], out, err, as_json=True) == 0
+    report = json.loads(out.getvalue())
+    assert report["passed"] and report["scenario"] == "engine-hang-restarts-once"
+    assert report["deliveries"][0]["outcomes"][0]["status"] == "planned"
+
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(SCENARIOS[0].read_text().replace(
+        "expect: duplicate", "expect: applied", 1).replace(DEMO, str(HERE / "scenarios" / DEMO)))
+    out = io.StringIO()
+    assert main([str(failing)], out, err) == 1
+    assert "FAIL engine-hang-restarts-once" in out.getvalue()
+    assert "expected status applied, got duplicate" in out.getvalue()
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x")
-    assert main([str(bad)], io.StringIO(), err) == 2 and "invalid scenario" in err.getvalue()
-    assert cli.main(["gameday", str(SCENARIOS[5])]) == 0
+    err = io.StringIO()
+    assert main([str(SCENARIOS[0]), str(bad)], io.StringIO(), err) == 2
+    assert "invalid scenario: bad.yaml: snapshot: required" in err.getvalue()
+
+
+def test_add_parser_wires_the_subcommand():
+    parser = argparse.ArgumentParser(prog="remediate")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["gameday", str(SCENARIOS[4]), "--json"])
+    out = io.StringIO()
+    assert args.gameday_main(args, out, io.StringIO()) == 0
+    assert json.loads(out.getvalue())["passed"] is True
+
+
+def test_the_cli_subcommand_runs(capsys):
+    assert cli.main(["gameday", str(SCENARIOS[4])]) == 0
+    assert "PASS kv-cache-saturation-scales-out" in capsys.readouterr().out
+
+
+def test_a_plan_only_game_day_loads_no_cluster_client_and_no_web_framework():
+    code = (
+        "import sys\n"
+        "from remediation.gameday import main\n"
+        f"rc = main([{str(SCENARIOS[1])!r}], open('/dev/null', 'w'), sys.stderr)\n"
+        "bad = [m for m in ('kubernetes', 'flask', 'httpx', 'hvac') if m in sys.modules]\n"
+        "assert rc == 0 and not bad, (rc, bad)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_lookup_paths():
     obj = {"metadata": {"annotations": {"a/b.c": "x"}}, "spec": {"taints": [{"key": "k"}]}}
     assert lookup(obj, 'metadata.annotations["a/b.c"]') == "x"
     assert lookup(obj, "spec.taints[0].key") == "k"
-    assert lookup(obj, "spec.taints[3].key") is not None  # missing, not an error
-    with pytest.raises(InvalidInput):
-        lookup(obj, "spec..]")
+    missing = lookup(obj, "spec.taints[3].key")
+    assert missing is lookup(obj, "spec.nope") and missing is not None
+    for bad in ("spec..]", "", ".spec", "spec[x]"):
+        with pytest.raises(InvalidInput):
+            lookup(obj, bad)
