@@ -177,3 +177,101 @@ def test_pending_holds_the_target_window_and_verification_is_recorded(led):
     rec = led.get("c")
     assert (rec["status"], rec["verification"]) == ("applied", "failed")
     assert "rollout" in rec["verification_detail"]
+
+
+# -- history and stats windows ------------------------------------------------
+
+#: the record every ledger's get/history returns (SQLiteLedger's columns)
+RECORD_FIELDS = {"key", "function", "action", "target", "status", "holder", "claimed_at",
+                 "expires_at", "updated_at", "event_id", "plan", "decision", "reasons",
+                 "signal", "approved_by", "approved_at", "verification", "verification_detail"}
+
+
+def test_history_per_target_newest_first_with_limit(led):
+    for i, (name, status) in enumerate([("a", "applied"), ("b", "applied"), ("a", "denied"),
+                                        ("a", "failed")]):
+        led.claim(mkplan(f"k{i}", name), holder="h", event_id=f"e{i}", now=1000 + i, ttl=60)
+        led.finish(f"k{i}", status, now=1000 + i, decision={"allow": status != "denied"},
+                   reasons=[status])
+    a = led.history(target="Deployment/llm/a")
+    assert [r["key"] for r in a] == ["k3", "k2", "k0"]  # newest first, only that target
+    assert [r["status"] for r in a] == ["failed", "denied", "applied"]
+    assert a[1]["decision"] == {"allow": False} and a[1]["reasons"] == ["denied"]
+    assert a[2]["plan"]["target"]["name"] == "a" and a[2]["event_id"] == "e0"
+    assert [r["key"] for r in led.history(target="Deployment/llm/a", limit=2)] == ["k3", "k2"]
+    assert [r["key"] for r in led.history()] == ["k3", "k2", "k1", "k0"]  # cluster-wide
+    assert led.history(target="Deployment/llm/nothing") == []
+
+
+def test_get_and_history_return_the_same_record_fields(led):
+    led.claim(mkplan(), holder="h", event_id="e", now=100, ttl=60)
+    led.finish("k1", "applied", now=101)
+    led.record_verification("k1", "succeeded", detail="ready", now=130)
+    assert set(led.get("k1")) == RECORD_FIELDS
+    (rec,) = led.history(target="Deployment/llm/vllm")
+    assert rec == led.get("k1")
+    assert (rec["claimed_at"], rec["expires_at"], rec["updated_at"]) == (100, 160, 101)
+    assert (rec["verification"], rec["verification_detail"]) == ("succeeded", "ready")
+    assert led.get("missing") is None
+
+
+def test_stats_per_target_per_action_window_edges_and_exclusion(led):
+    def plan(key: str, name: str, action: str = "rollout-restart") -> Plan:
+        return Plan("restart-engine", action, ObjectRef("Deployment", "llm", name), (), key=key)
+
+    for key, name, action, status, at in [
+            ("old", "a", "rollout-restart", "applied", 399),      # one second too old
+            ("edge", "a", "rollout-restart", "applied", 400),     # exactly at the edge
+            ("part", "a", "rollout-restart", "partial", 500),
+            ("plan", "a", "rollout-restart", "planned", 500),     # plan-only: not counted
+            ("deny", "a", "rollout-restart", "denied", 500),
+            ("other", "b", "rollout-restart", "applied", 600),    # another target
+            ("scale", "a", "scale", "applied", 600)]:             # another action
+        led.claim(plan(key, name, action), holder="h", event_id="e", now=at, ttl=60)
+        led.finish(key, status, now=at)
+    led.claim(plan("flight", "a"), holder="h", event_id="e", now=650, ttl=60)  # in flight
+    led.claim(plan("held", "a"), holder="h", event_id="e", now=650, ttl=60)
+    led.hold("held", holder="h", now=650, expires_at=9999, signal={})  # pending: not counted
+    s = led.stats(plan("x", "a"), now=1000, window=600)
+    assert s == {"target_actions_in_window": 4,      # edge, part, scale, flight
+                 "action_count_in_window": 4,        # edge, part, other, flight
+                 "cluster_actions_in_window": 5, "window_seconds": 600}
+    mine = led.stats(plan("flight", "a"), now=1000, window=600, exclude_key="flight")
+    assert (mine["target_actions_in_window"], mine["action_count_in_window"],
+            mine["cluster_actions_in_window"]) == (3, 3, 4)
+    narrow = led.stats(plan("x", "b"), now=1000, window=400)  # since 600
+    assert (narrow["target_actions_in_window"], narrow["action_count_in_window"],
+            narrow["cluster_actions_in_window"]) == (1, 2, 3)
+
+
+# -- where the Lease ledger does not (yet) match the reference -------------------
+
+def _known_lease_gap(request: Any, led: Any, reason: str) -> None:
+    """Mark a test expected to fail on the Lease ledger only (strict: it
+    reports when the gap is closed, so the marker can go)."""
+    if isinstance(led, LeaseLedger):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def test_a_released_claim_does_not_hold_the_target(led, request):
+    _known_lease_gap(request, led, "release() deletes the key Lease but leaves the target "
+                     "Lease naming the key, so the target counts as in flight until the TTL")
+    assert led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    led.release("a", holder="h")  # nothing was done (temporary failure)
+    assert led.claim(mkplan("b"), holder="h", event_id="e", now=101, ttl=60,
+                     target_window=300).won
+
+
+def test_a_later_incident_that_was_denied_does_not_hide_an_earlier_action(led, request):
+    _known_lease_gap(request, led, "the target Lease remembers only the last key that took "
+                     "the target; with differing windows an earlier action is forgotten")
+    assert led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    led.finish("a", "applied", now=100)
+    # a replica configured with a shorter window takes the target, then is denied
+    assert led.claim(mkplan("b"), holder="h", event_id="e", now=200, ttl=60,
+                     target_window=50).won
+    led.finish("b", "denied", now=200)
+    late = led.claim(mkplan("c"), holder="h", event_id="e", now=250, ttl=60, target_window=300)
+    assert not late.won and late.status == "target-recent" and late.other_key == "a"
