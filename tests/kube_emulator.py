@@ -38,6 +38,10 @@ What it emulates (Kubernetes semantics unless listed under "Deviations"):
 * immutable fields: Pod spec (except images, activeDeadlineSeconds,
   tolerations, terminationGracePeriodSeconds, schedulingGates) and workload
   ``spec.selector`` answer 422 Invalid;
+* time fields that the real decoder parses strictly: a Lease's
+  ``acquireTime``/``renewTime`` and an Event's ``eventTime`` (MicroTime:
+  exactly six fraction digits) and ``firstTimestamp``/``lastTimestamp``
+  (RFC 3339) answer 400 BadRequest when they do not parse;
 * errors are always a ``kind: Status`` JSON body with ``Content-Type:
   application/json``;
 * bearer-token auth with per-token namespace/verb/resource scope
@@ -406,6 +410,34 @@ def _invalid(rt: ResourceType, name: str, field_path: str, what: str) -> ApiErro
 
 def _bad_request(message: str) -> ApiError:
     return ApiError(400, message)
+
+
+# metav1.MicroTime is parsed with RFC3339Micro ("2006-01-02T15:04:05.000000Z07:00":
+# exactly six fraction digits); metav1.Time with RFC3339 (Go accepts an optional
+# fraction). A value that does not parse fails decoding: 400 BadRequest, before
+# any validation, as the API server answers it.
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+_TIME_FIELDS: Mapping[str, tuple[tuple[str, str, re.Pattern[str], str], ...]] = {
+    "Lease": (("spec", "acquireTime", _MICRO_TIME, "2006-01-02T15:04:05.000000Z07:00"),
+              ("spec", "renewTime", _MICRO_TIME, "2006-01-02T15:04:05.000000Z07:00")),
+    "Event": (("", "eventTime", _MICRO_TIME, "2006-01-02T15:04:05.000000Z07:00"),
+              ("", "firstTimestamp", _TIME, "2006-01-02T15:04:05Z07:00"),
+              ("", "lastTimestamp", _TIME, "2006-01-02T15:04:05Z07:00")),
+}
+
+
+def _check_time_formats(rt: ResourceType, obj: Mapping[str, Any]) -> None:
+    for section, fld, pattern, layout in _TIME_FIELDS.get(rt.kind, ()):
+        holder = obj.get(section) if section else obj
+        value = holder.get(fld) if isinstance(holder, Mapping) else None
+        if value is None:
+            continue
+        if not isinstance(value, str) or not pattern.match(value):
+            raise _bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f'parsing time {json.dumps(value)} as "{layout}": cannot parse'
+            )
 
 
 _PATCH_TYPES = (
@@ -1514,6 +1546,7 @@ class KubeEmulator:
         meta = _meta(obj)
         if not isinstance(meta, dict):
             raise _bad_request("metadata must be an object")
+        _check_time_formats(rt, obj)
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != ns:
                 raise _bad_request(
@@ -1610,6 +1643,7 @@ class KubeEmulator:
         """Shared by PUT and PATCH: ``body`` is the full desired object."""
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise _bad_request(f"the body of the request is not a {rt.kind} object")
+        _check_time_formats(rt, body)
         meta = body.setdefault("metadata", {})
         name = old["metadata"]["name"]
         if meta.get("name") and meta["name"] != url_name:

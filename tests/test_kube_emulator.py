@@ -805,7 +805,7 @@ def test_leases_events_nodes_and_namespaces(kube_emulator, kube_api_client, core
             "reason": "Remediated",
             "action": "Restart",
             "type": "Normal",
-            "eventTime": "2026-11-01T10:07:03.000000Z",
+            "eventTime": "2026-11-01T10:07:03.250000Z",
             "reportingController": "remediation",
             "reportingInstance": "r-1",
             "regarding": {"kind": "Deployment", "name": "vllm", "namespace": NS},
@@ -830,6 +830,36 @@ def test_leases_events_nodes_and_namespaces(kube_emulator, kube_api_client, core
 
     core.delete_namespace(NS)
     assert kube_emulator.list("pods", NS) == [] and kube_emulator.list("leases", NS) == []
+
+
+def test_micro_times_that_do_not_parse_are_a_400_like_the_real_decoder(
+    kube_emulator, kube_api_client
+):
+    """MicroTime needs exactly six fraction digits. The typed client (37.x)
+    turns a dict body into a model and writes ``datetime.isoformat()``, which
+    drops a zero fraction: such a Lease is refused, as a real API server
+    refuses it (the ledger sends its Lease bodies as plain JSON for this)."""
+    coordination = client.CoordinationV1Api(kube_api_client)
+
+    def lease(name: str, when: str) -> dict[str, Any]:
+        return {"metadata": {"name": name},
+                "spec": {"holderIdentity": "h", "acquireTime": when, "renewTime": when}}
+
+    with pytest.raises(ApiException) as exc:
+        coordination.create_namespaced_lease(NS, lease("zero", "2026-11-01T10:07:03.000000Z"))
+    assert exc.value.status == 400 and status_of(exc)["reason"] == "BadRequest"
+    assert '"2026-11-01T10:07:03+00:00"' in status_of(exc)["message"]
+    http = urllib3.PoolManager()
+    for when, code in [("2026-11-01T10:07:03Z", 400), ("2026-11-01T10:07:03.5Z", 400),
+                       ("yesterday", 400), ("2026-11-01T10:07:03.000000Z", 201),
+                       ("2026-11-01T10:07:03.000000+01:00", 201)]:
+        resp = http.request(
+            "POST", f"{kube_emulator.url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases",
+            body=json.dumps(lease(f"l{len(when)}-{code}", when)),
+            headers={"Content-Type": "application/json"})
+        assert resp.status == code, (when, resp.data)
+    got = kube_emulator.get("leases", NS, "l27-201")
+    assert got["spec"]["acquireTime"] == "2026-11-01T10:07:03.000000Z"  # stored as sent
 
 
 # ---------------------------------------------------------------- auth

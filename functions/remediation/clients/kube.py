@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 from ..credentials import ScopedCredential
 from ..errors import ActionFailed, DependencyUnavailable
@@ -144,6 +144,28 @@ class _Api:
             return json.loads(data) if data else {}
         except Exception as exc:  # noqa: BLE001 - mapped below
             raise _map_error(exc, what) from None
+
+    def send_json(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
+        """``method`` ``path`` with ``body`` sent exactly as given (JSON).
+
+        The typed methods (client 37.x) validate a dict body into a model and
+        serialise its times with ``datetime.isoformat()``, which drops a zero
+        fraction: a MicroTime such as a Lease's ``renewTime`` then no longer
+        parses on the API server (RFC3339Micro wants six digits) and the write
+        is refused with 400. Bodies with MicroTimes go through here instead:
+        same client, auth, TLS and timeout, no model in between. Non-2xx
+        answers raise ApiException, like the typed methods."""
+        from kubernetes.client.exceptions import ApiException
+
+        request = self.api_client.param_serialize(
+            method=method, resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=dict(body), auth_settings=["BearerToken"])
+        resp = self.api_client.call_api(*request, _request_timeout=self.timeout)
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        return json.loads(resp.data) if resp.data else {}
 
     def close(self) -> None:
         try:
@@ -370,7 +392,10 @@ class KubeLeases:
     """The ledger's LeaseStore (``guard.lease_ledger``) over
     coordination.k8s.io/v1 Leases in one namespace; every call has the
     configured timeout. 409 AlreadyExists -> LeaseExists, 409 Conflict and
-    404 on write -> LeaseConflict, 429/5xx/transport -> DependencyUnavailable."""
+    404 on replace/delete -> LeaseConflict, 404 on create (no such namespace)
+    and 429/5xx/transport -> DependencyUnavailable. Creates and replaces go
+    through :meth:`_Api.send_json` (their MicroTimes must reach the API as
+    written)."""
 
     def __init__(self, api_client: Any, namespace: str, timeout: float) -> None:
         self._api = _Api(api_client, timeout)
@@ -383,7 +408,13 @@ class KubeLeases:
     def _coord(self) -> Any:
         return self._api.api("CoordinationV1Api")
 
-    def _raise(self, exc: BaseException, what: str) -> None:
+    def _path(self, name: str = "") -> str:
+        from urllib.parse import quote
+
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace, safe='')}/leases"
+        return f"{path}/{quote(name, safe='')}" if name else path
+
+    def _raise(self, exc: BaseException, what: str, *, creating: bool = False) -> NoReturn:
         from kubernetes.client.exceptions import ApiException
 
         from ..guard.lease_ledger import LeaseConflict, LeaseExists
@@ -397,6 +428,11 @@ class KubeLeases:
             raise (LeaseExists if reason == "AlreadyExists" else LeaseConflict)(
                 f"{what}: {_status_message(exc)}") from None
         if isinstance(exc, ApiException) and exc.status == 404:
+            if creating:  # a create finds no namespace, not a Lease that went away
+                raise DependencyUnavailable(
+                    f"{what}: the ledger namespace {self.namespace!r} does not exist "
+                    "(REMEDIATION_NAMESPACE); nothing can be claimed until it does",
+                    delay=30.0) from None
             raise LeaseConflict(f"{what}: gone") from None
         raise _map_error(exc, what) from None
 
@@ -415,8 +451,10 @@ class KubeLeases:
                 "metadata": {"name": name, "namespace": self.namespace,
                              "labels": dict(labels), "annotations": dict(annotations)},
                 "spec": dict(spec)}
-        return self._call(f"create lease {name}",
-                          self._coord().create_namespaced_lease, self.namespace, body)
+        try:
+            return self._api.send_json("POST", self._path(), body)
+        except Exception as exc:  # noqa: BLE001 - mapped
+            self._raise(exc, f"create lease {name}", creating=True)
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -434,8 +472,10 @@ class KubeLeases:
 
     def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         name = lease["metadata"]["name"]
-        return self._call(f"replace lease {name}", self._coord().replace_namespaced_lease,
-                          name, self.namespace, dict(lease))
+        try:
+            return self._api.send_json("PUT", self._path(name), lease)
+        except Exception as exc:  # noqa: BLE001 - mapped
+            self._raise(exc, f"replace lease {name}")
 
     def delete(self, name: str, *, resource_version: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions",
