@@ -131,22 +131,32 @@ def test_key_and_target_leases_have_valid_names_labels_and_holders(kube_emulator
     assert [r["key"] for r in led.history()] == ["alert/ns:pod#1"]  # target Leases: no history
 
 
+def _micro_text(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 RFC3339_MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kubernetes 37.x validates a dict body into V1Lease (pydantic) and writes "
-    "datetime.isoformat(), which drops a zero microsecond part; the API server parses "
-    "MicroTime as 2006-01-02T15:04:05.000000Z07:00 and answers 400 (the emulator does not "
-    "check). KubeLeases must send the body pre-serialized"))
-@pytest.mark.parametrize("now", [100.0, 1767225600.0])
+@pytest.mark.parametrize("now", [100.0, 1767225600.0, 1767225600.25])
 def test_lease_times_reach_the_api_as_rfc3339_micro(kube_emulator, make, now):
+    """A whole second (zero fraction) is where the typed client would send
+    ``...+00:00`` and the API server (and the emulator) answer 400."""
     led, _ = make()
     kube_emulator.clear_requests()
-    led.claim(plan("k"), holder="h", event_id="e", now=now, ttl=60)
-    (create,) = [r for r in kube_emulator.requests if r.method == "POST"]
-    spec = create.body["spec"]
-    assert RFC3339_MICRO.match(spec["acquireTime"]) and RFC3339_MICRO.match(spec["renewTime"])
+    assert led.claim(plan("k"), holder="h", event_id="e", now=now, ttl=60,
+                     target_window=300).won
+    led.hold("k", holder="h", now=now + 1, expires_at=now + 600, signal={})  # a replace
+    assert led.approve("k", approver="alice", now=now + 2).ok
+    writes = [r for r in kube_emulator.requests if r.method in ("POST", "PUT")]
+    assert len(writes) == 4 and all(r.status in (200, 201) for r in writes)
+    for w in writes:
+        spec = w.body["spec"]
+        assert RFC3339_MICRO.match(spec["acquireTime"]) and RFC3339_MICRO.match(spec["renewTime"])
+    stored = lease(kube_emulator, key_lease_name("k"))["spec"]
+    assert stored["acquireTime"] == _micro_text(now)
 
 
 # -- optimistic concurrency, one interleaving at a time --------------------------------
@@ -271,6 +281,45 @@ def test_release_after_a_concurrent_write_still_releases(make):
     assert led.get("k") is None
 
 
+def test_release_frees_the_target_at_once(make):
+    led, store = make()
+    other, _ = make()
+    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    results: list[Any] = []
+    # a claimer arriving mid-release (key Lease gone, target not yet marked)
+    # sees incident-a in flight, as it was a moment before: it loses
+    store.before("replace", "remt-", lambda: results.append(
+        other.claim(plan("incident-b"), holder="h", event_id="e", now=101, ttl=60,
+                    target_window=300)))
+    led.release("incident-a", holder="h")
+    assert not results[0].won and results[0].other_key == "incident-a"
+    # once release returns, the target is free (not blocked until the TTL)
+    assert other.claim(plan("incident-b"), holder="h", event_id="e", now=102, ttl=60,
+                       target_window=300).won
+
+
+def test_a_late_release_never_marks_a_new_holder_released(kube_emulator, make):
+    led, store = make()
+    other, _ = make()
+    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    results: list[Any] = []
+    # incident-a's holder releases late (past its TTL); incident-b takes the
+    # target between the release's read of the target Lease and its mark
+    store.before("replace", "remt-", lambda: results.append(
+        other.claim(plan("incident-b"), holder="h", event_id="e", now=161, ttl=60,
+                    target_window=300)))
+    led.release("incident-a", holder="h")
+    assert results[0].won
+    tgt = lease(kube_emulator, target_lease_name(TARGET, "rollout-restart"))
+    held = json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])
+    assert (held["key"], held["status"]) == ("incident-b", "claimed")  # not marked released
+    late = led.claim(plan("incident-c"), holder="h", event_id="e", now=162, ttl=60,
+                     target_window=300)
+    assert not late.won and late.other_key == "incident-b"
+
+
 def test_finish_after_a_concurrent_write_keeps_both(make):
     led, store = make()
     other, _ = make()
@@ -328,22 +377,21 @@ def test_a_slow_api_times_out_and_an_ambiguous_create_is_not_a_win(kube_emulator
     assert led.claim(plan("k"), holder="h", event_id="e", now=161, ttl=60).won
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KubeLeases maps every 404 to LeaseConflict, also on create (namespace missing): "
-    "claim() lets the bare LeaseConflict escape (window 0) or loops and answers a "
-    "made-up target-recent (with a window); it should be a RemediationError"))
 @pytest.mark.parametrize("window", [0.0, 300.0])
-def test_a_missing_namespace_is_a_clear_error(window):
-    from remediation.errors import RemediationError
-
+def test_a_missing_namespace_is_a_clear_retryable_error_not_a_conflict(window):
+    """404 on create is the namespace, not a race: say so (the pipeline
+    answers retry, the event is redelivered or dead-lettered), never loop or
+    invent a target-recent."""
     from tests.kube_emulator import KubeEmulator
 
     emu = KubeEmulator(require_namespaces=True).start()
     try:
         led = LeaseLedger(KubeLeases(make_api_client(emu.url), "no-such-namespace", 5.0))
-        with pytest.raises(RemediationError):
+        with pytest.raises(DependencyUnavailable, match="ledger namespace 'no-such-namespace' "
+                                                        "does not exist"):
             led.claim(plan("k"), holder="h", event_id="e", now=100, ttl=60,
                       target_window=window)
+        assert len([r for r in emu.requests if r.method == "POST"]) == 1  # no loop
         led.close()
     finally:
         emu.close()

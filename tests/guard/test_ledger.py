@@ -244,18 +244,9 @@ def test_stats_per_target_per_action_window_edges_and_exclusion(led):
             narrow["cluster_actions_in_window"]) == (1, 2, 3)
 
 
-# -- where the Lease ledger does not (yet) match the reference -------------------
+# -- the target window across releases and differing windows ----------------------
 
-def _known_lease_gap(request: Any, led: Any, reason: str) -> None:
-    """Mark a test expected to fail on the Lease ledger only (strict: it
-    reports when the gap is closed, so the marker can go)."""
-    if isinstance(led, LeaseLedger):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-def test_a_released_claim_does_not_hold_the_target(led, request):
-    _known_lease_gap(request, led, "release() deletes the key Lease but leaves the target "
-                     "Lease naming the key, so the target counts as in flight until the TTL")
+def test_a_released_claim_does_not_hold_the_target(led):
     assert led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60,
                      target_window=300).won
     led.release("a", holder="h")  # nothing was done (temporary failure)
@@ -263,9 +254,7 @@ def test_a_released_claim_does_not_hold_the_target(led, request):
                      target_window=300).won
 
 
-def test_a_later_incident_that_was_denied_does_not_hide_an_earlier_action(led, request):
-    _known_lease_gap(request, led, "the target Lease remembers only the last key that took "
-                     "the target; with differing windows an earlier action is forgotten")
+def test_a_later_incident_that_was_denied_does_not_hide_an_earlier_action(led):
     assert led.claim(mkplan("a"), holder="h", event_id="e", now=100, ttl=60,
                      target_window=300).won
     led.finish("a", "applied", now=100)

@@ -20,24 +20,33 @@ it over the API; no Kubernetes import here):
   retaken by a replace carrying the ``resourceVersion`` read, so of two
   racing retakers exactly one wins (the other gets Conflict and re-reads).
 - **The target window** (one action per target and action, any incident)
-  spans two keys, and Kubernetes has no multi-object transaction. It is
+  spans several keys, and Kubernetes has no multi-object transaction. It is
   serialised through a second Lease per (target, action),
   ``remt-<sha256(target|action)[:40]>``, whose record names the key that
-  last took the target. A claimer first reads that key's own Lease: taken
-  (or pending approval) within the window means ``target-recent``. Free, it
-  takes the target Lease by create or by a replace with the
-  ``resourceVersion`` it read (so two racers cannot both take it) and only
-  then creates its key Lease. Race analysis: a claimer that took the target
-  Lease but has not yet created its key Lease is visible as the target
-  record's key with no Lease: that counts as in flight (``claimed``) until
-  the target record's own expiry (the claim TTL), so a racer arriving in
-  that gap loses instead of seeing a free target. A claimer that died in the
-  gap blocks the target for at most the TTL, like a dead holder's claim.
+  last took the target. A claimer reads that Lease, then lists the key
+  Leases of the target (by label) and asks what the SQLite claim asks: is
+  any other key taken (or pending approval) within *its* window? So a
+  replica configured with a different window sees every earlier action, not
+  only the last. Free, it takes the target Lease by create or by a replace
+  with the ``resourceVersion`` it read first (so of two racers one wins; the
+  loser re-reads and decides again), and only then creates its key Lease.
+  Race analysis: a claimer that took the target Lease but has not yet
+  created its key Lease is visible as the target record's key with no
+  Lease: that counts as in flight (``claimed``) until the target record's
+  own expiry (the claim TTL), so a racer arriving in that gap loses instead
+  of seeing a free target. A claimer that died in the gap blocks the target
+  for at most the TTL, like a dead holder's claim. Claims made without a
+  window (``target_window=0``) do not take the target Lease; their records
+  still count for claimers that have one.
 - finish, hold, approve, verification and release are read-modify-replace
   with the ``resourceVersion``; a Conflict re-reads and decides again, so
   an approval is granted once even when two approvers race.
-- release deletes the key Lease with a ``resourceVersion`` precondition, or
-  puts an approved key back to ``approved``.
+- release deletes the key Lease with a ``resourceVersion`` precondition and
+  marks the target Lease ``released`` if it still names the key (nothing
+  was done: the target is free at once, as in SQLite), or puts an approved
+  key back to ``approved``.
+- Lease bodies reach the API as plain JSON (``clients.kube``): their
+  MicroTimes (``acquireTime``, ``renewTime``) need six fraction digits.
 
 Stats and history list the ledger's Leases (one list call, filtered
 client-side); a production ledger of a few thousand Leases is a small list.
@@ -213,24 +222,10 @@ class LeaseLedger:
                 "status": "claimed", "holder": plan.key, "claimed_at": now,
                 "expires_at": now + ttl, "updated_at": now}
         for _ in range(_ATTEMPTS):
-            lock = self.store.get(name)
-            held = _record(lock)
-            if held is not None and held.get("key") != plan.key:
-                other = _record(self.store.get(key_lease_name(str(held.get("key")))))
-                if other is None:
-                    if float(held.get("expires_at") or 0) >= now:  # in flight
-                        return ClaimResult(False, plan.key, "target-recent", "",
-                                           other_key=str(held.get("key")),
-                                           other_status="claimed",
-                                           age=now - float(held.get("updated_at") or now))
-                else:
-                    status = str(other.get("status"))
-                    active = status in _TAKEN or (
-                        status == "pending" and float(other.get("expires_at") or 0) >= now)
-                    if active and float(other.get("updated_at") or 0) >= now - window:
-                        return ClaimResult(False, plan.key, "target-recent", "",
-                                           other_key=str(other.get("key")), other_status=status,
-                                           age=now - float(other.get("updated_at") or now))
+            lock = self.store.get(name)  # read first: its resourceVersion guards the take
+            busy = self._target_busy(plan, _record(lock), now=now, window=window)
+            if busy is not None:
+                return busy
             try:
                 if lock is None:
                     self.store.create(name, labels={LEDGER_LABEL: "target"},
@@ -247,9 +242,47 @@ class LeaseLedger:
                                                  "holderIdentity": plan.key[:253],
                                                  "renewTime": _micro(now)}})
             except (LeaseExists, LeaseConflict):
-                continue
+                continue  # another claimer took it since our read: decide again
             return None
         return ClaimResult(False, plan.key, "target-recent", "", other_status="claimed")
+
+    def _target_busy(self, plan: Plan, held: Mapping[str, Any] | None, *, now: float,
+                     window: float) -> ClaimResult | None:
+        """What the SQLite claim asks in its transaction: is this action on
+        this target taken (or in flight, or pending approval) for another key
+        within ``window``? Answered from every key Lease of the target, so a
+        replica configured with another window cannot hide an earlier action,
+        plus the in-flight gap: the key the target Lease names, not created
+        yet, until that claim's TTL."""
+        def active(r: Mapping[str, Any]) -> bool:
+            status = r.get("status")
+            return (status in _TAKEN or (status == "pending"
+                                         and float(r.get("expires_at") or 0) >= now)) \
+                and float(r.get("updated_at") or 0) >= now - window
+
+        def busy(r: Mapping[str, Any]) -> ClaimResult:
+            return ClaimResult(False, plan.key, "target-recent", "",
+                               other_key=str(r.get("key")), other_status=str(r.get("status")),
+                               age=now - float(r.get("updated_at") or now))
+
+        rows = [r for r in self._records({TARGET_LABEL: _digest(str(plan.target)),
+                                          ACTION_LABEL: _digest(plan.action, 16)})
+                if r.get("target") == str(plan.target) and r.get("action") == plan.action
+                and r.get("key") != plan.key]
+        recent = [r for r in rows if active(r)]
+        if recent:
+            return busy(max(recent, key=lambda r: float(r.get("updated_at") or 0)))
+        gap = str((held or {}).get("key") or "")
+        if not held or not gap or gap == plan.key or held.get("status") == "released" \
+                or any(r.get("key") == gap for r in rows):
+            return None
+        # the target Lease names a key the list did not show: not created yet
+        # (in flight until that claim's TTL), or created since the list
+        other = _record(self.store.get(key_lease_name(gap)))
+        if other is None:
+            return busy({**held, "status": "claimed"}) \
+                if float(held.get("expires_at") or 0) >= now else None
+        return busy(other) if active(other) else None
 
     def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
                reasons: list[str] | None = None) -> None:
@@ -266,9 +299,30 @@ class LeaseLedger:
             try:
                 if rec.get("approved_by"):
                     self._replace(lease, {**rec, "status": "approved"})
-                else:
-                    self.store.delete(key_lease_name(key),
-                                      resource_version=str(lease["metadata"]["resourceVersion"]))
+                    return
+                self.store.delete(key_lease_name(key),
+                                  resource_version=str(lease["metadata"]["resourceVersion"]))
+            except LeaseConflict:
+                continue
+            self._release_target(rec)
+            return
+
+    def _release_target(self, rec: Mapping[str, Any]) -> None:
+        """A released key (nothing was done) no longer holds its target: mark
+        the target Lease released if it still names the key, as the SQLite
+        ledger's DELETE frees the target in the same statement. Best effort
+        past a few conflicts: the mark only shortens the in-flight gap."""
+        name = target_lease_name(str(rec.get("target")), str(rec.get("action")))
+        for _ in range(_ATTEMPTS):
+            lock = self.store.get(name)
+            held = _record(lock)
+            if lock is None or held is None or held.get("key") != rec.get("key"):
+                return
+            meta = dict(lock["metadata"])
+            meta["annotations"] = {**(meta.get("annotations") or {}), RECORD_ANNOTATION:
+                                   json.dumps({**held, "status": "released"})}
+            try:
+                self.store.replace({**lock, "metadata": meta})
                 return
             except LeaseConflict:
                 continue
