@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
 from .credentials import CredentialBroker, ScopedCredential
-from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
+from .errors import ActionFailed, InvalidInput, TemporaryError
 from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import ClaimResult, Ledger

@@ -108,58 +108,6 @@ class Ledger(Protocol):
 
     def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None: ...
 
-    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
-             signal: dict[str, Any], decision: dict[str, Any] | None = None,
-             reasons: list[str] | None = None) -> None:
-        """Park our claimed key as ``pending`` a human's approval until ``expires_at``."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE claims SET status='pending', updated_at=?, expires_at=?, signal=?,"
-                " decision=?, reasons=? WHERE key=? AND holder=? AND status='claimed'",
-                (now, expires_at, json.dumps(signal, sort_keys=True),
-                 json.dumps(decision or {}, sort_keys=True), json.dumps(reasons or []),
-                 key, holder))
-
-    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult:
-        """Approve a pending key, once, before it expires (one transaction)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                got = self._db.execute("SELECT status, expires_at FROM claims WHERE key=?",
-                                       (key,)).fetchone()
-                granted = False
-                if got is None:
-                    result = "unknown"
-                elif got[0] == "pending" and got[1] < now:
-                    self._db.execute("UPDATE claims SET status='expired', updated_at=?"
-                                     " WHERE key=?", (now, key))
-                    result = "expired"
-                elif got[0] == "pending":
-                    self._db.execute(
-                        "UPDATE claims SET status='approved', approved_by=?, approved_at=?,"
-                        " updated_at=? WHERE key=?", (approver, now, now, key))
-                    result, granted = "approved", True
-                else:
-                    result = got[0]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return ApprovalResult(granted, key, result, self.get(key))
-
-    def pending(self, *, now: float) -> list[dict[str, Any]]:
-        """Keys waiting for approval and not expired, oldest first."""
-        with self._lock:
-            keys = [r[0] for r in self._db.execute(
-                "SELECT key FROM claims WHERE status='pending' AND expires_at >= ?"
-                " ORDER BY updated_at", (now,)).fetchall()]
-        return [r for k in keys if (r := self.get(k)) is not None]
-
-    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
-        with self._lock:
-            self._db.execute("UPDATE claims SET verification=?, verification_detail=?"
-                             " WHERE key=?", (result, detail[:2000], key))
-
     def stats(self, plan: Plan, *, now: float, window: float,
               exclude_key: str = "") -> dict[str, int]: ...
 
