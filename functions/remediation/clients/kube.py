@@ -2,8 +2,14 @@
 
 ``KubeAccess`` implements the pipeline's ``ClusterAccess`` port over the
 official client (37.x): ``LiveFacts`` reads (plain dicts, exactly as the API
-serves them), ``KubeWriter`` applies Plan steps. Objects travel as dicts
-(``_preload_content=False``) so live facts and snapshot facts look alike.
+serves them), ``KubeWriter`` applies Plan steps. Objects travel as dicts both
+ways so live facts and snapshot facts look alike: every request goes through
+:meth:`_Api.request` (the client's own configuration, auth, TLS, connection
+pool and retries; the REST path from :data:`KINDS`), never through the typed
+API methods. Those validate a dict body into a pydantic model and serialise
+it back (a MicroTime with a zero fraction then loses its six digits and the
+API server answers 400), and they cost about 0.7 ms of validation per call
+plus some 0.6 s of imports on the first one.
 
 Error mapping (the ``kind: Status`` the API answers):
 - 429, 5xx, timeouts, refused connections -> ``DependencyUnavailable`` (retry);
@@ -20,7 +26,9 @@ import os
 import tempfile
 import threading
 from datetime import datetime, timezone
-from typing import Any, Mapping, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 from ..credentials import ScopedCredential
 from ..errors import ActionFailed, DependencyUnavailable
@@ -30,25 +38,35 @@ from ..settings import KubeSettings
 
 log = logging.getLogger("remediation.kube")
 
-# kind -> (API class, method stem, namespaced). Method names follow the client:
-# read_namespaced_<stem>, list_namespaced_<stem>, list_<stem>_for_all_namespaces,
-# patch_namespaced_<stem>, delete_namespaced_<stem>; cluster-scoped: read_<stem>...
+# kind -> (API group/version prefix, plural, namespaced): the REST path.
 KINDS: Mapping[str, tuple[str, str, bool]] = {
-    "Pod": ("CoreV1Api", "pod", True),
-    "Node": ("CoreV1Api", "node", False),
-    "Namespace": ("CoreV1Api", "namespace", False),
-    "Event": ("CoreV1Api", "event", True),
-    "Deployment": ("AppsV1Api", "deployment", True),
-    "ReplicaSet": ("AppsV1Api", "replica_set", True),
-    "StatefulSet": ("AppsV1Api", "stateful_set", True),
-    "DaemonSet": ("AppsV1Api", "daemon_set", True),
-    "PodDisruptionBudget": ("PolicyV1Api", "pod_disruption_budget", True),
-    "Lease": ("CoordinationV1Api", "lease", True),
+    "Pod": ("/api/v1", "pods", True),
+    "Node": ("/api/v1", "nodes", False),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Event": ("/api/v1", "events", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
+    "InferenceService": ("/apis/serving.kserve.io/v1beta1", "inferenceservices", True),
 }
-# custom resources: kind -> (group, version, plural)
-CUSTOM_KINDS: Mapping[str, tuple[str, str, str]] = {
-    "InferenceService": ("serving.kserve.io", "v1beta1", "inferenceservices"),
-}
+
+
+def rest_path(kind: str, namespace: str | None = None, name: str = "", sub: str = "") -> str:
+    """``/apis/apps/v1/namespaces/llm/deployments/vllm/scale`` and the like;
+    ``namespace=None`` on a namespaced kind: across all namespaces."""
+    prefix, plural, namespaced = KINDS[kind]
+    path = prefix
+    if namespaced and namespace is not None:
+        path += f"/namespaces/{quote(namespace, safe='')}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{quote(name, safe='')}"
+    return f"{path}/{sub}" if sub else path
+
+
 PATCH_TYPES = {
     "strategic": "application/strategic-merge-patch+json",
     "merge": "application/merge-patch+json",
@@ -78,8 +96,14 @@ def _map_error(exc: BaseException, what: str) -> Exception:
                 delay = float(retry_after)
             return DependencyUnavailable(msg, delay=delay)
         return ActionFailed(msg)
-    # urllib3 timeouts, refused connections, TLS errors: all retryable.
-    return DependencyUnavailable(f"{what}: {type(exc).__name__}")
+    # urllib3 timeouts, refused connections, TLS errors, an answer that is not
+    # JSON (a proxy's error page): all retryable. Anything else is our bug and
+    # must surface as one, not as "the API is down, retry".
+    import urllib3
+
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, ValueError)):
+        return DependencyUnavailable(f"{what}: {type(exc).__name__}")
+    raise exc
 
 
 def build_api_client(settings: KubeSettings, credential: ScopedCredential | None = None) -> Any:
@@ -122,50 +146,38 @@ def build_api_client(settings: KubeSettings, credential: ScopedCredential | None
 
 
 class _Api:
-    """Shared plumbing: typed API objects over one ApiClient, raw dict I/O."""
+    """Shared plumbing: raw JSON requests over one ApiClient."""
 
     def __init__(self, api_client: Any, timeout: float) -> None:
-        from kubernetes import client
-
         self.api_client = api_client
         self.timeout = timeout
-        self._apis: dict[str, Any] = {}
-        self._client_mod = client
 
-    def api(self, name: str) -> Any:
-        if name not in self._apis:
-            self._apis[name] = getattr(self._client_mod, name)(self.api_client)
-        return self._apis[name]
-
-    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-            data = resp.data if hasattr(resp, "data") else resp.read()
-            return json.loads(data) if data else {}
-        except Exception as exc:  # noqa: BLE001 - mapped below
-            raise _map_error(exc, what) from None
-
-    def send_json(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
-        """``method`` ``path`` with ``body`` sent exactly as given (JSON).
-
-        The typed methods (client 37.x) validate a dict body into a model and
-        serialise its times with ``datetime.isoformat()``, which drops a zero
-        fraction: a MicroTime such as a Lease's ``renewTime`` then no longer
-        parses on the API server (RFC3339Micro wants six digits) and the write
-        is refused with 400. Bodies with MicroTimes go through here instead:
-        same client, auth, TLS and timeout, no model in between. Non-2xx
-        answers raise ApiException, like the typed methods."""
+    def request(self, method: str, path: str, body: Any = None, *,
+                query: Mapping[str, str] | None = None,
+                content_type: str = "application/json") -> Any:
+        """``method path`` with ``body`` sent exactly as given (JSON); the
+        answer as plain JSON. Non-2xx answers raise ``ApiException``, as the
+        typed methods do, with the API's ``kind: Status`` body."""
         from kubernetes.client.exceptions import ApiException
 
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
         request = self.api_client.param_serialize(
-            method=method, resource_path=path,
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=dict(body), auth_settings=["BearerToken"])
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params=headers, body=body, auth_settings=["BearerToken"])
         resp = self.api_client.call_api(*request, _request_timeout=self.timeout)
         resp.read()
         if not 200 <= resp.status <= 299:
             raise ApiException.from_response(http_resp=resp, body=None, data=None)
         return json.loads(resp.data) if resp.data else {}
+
+    def call(self, what: str, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """:meth:`request` with errors mapped into our tree."""
+        try:
+            return self.request(method, path, body, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            raise _map_error(exc, what) from None
 
     def close(self) -> None:
         try:
@@ -180,56 +192,25 @@ class LiveFacts(_Api):
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
+        what = f"get {kind}/{namespace}/{name}"
         try:
-            if kind in CUSTOM_KINDS:
-                g, v, plural = CUSTOM_KINDS[kind]
-                fn = self.api("CustomObjectsApi").get_namespaced_custom_object
-                resp = fn(g, v, namespace, plural, name, _preload_content=False,
-                          _request_timeout=self.timeout)
-            else:
-                api_name, stem, namespaced = KINDS[kind]
-                api = self.api(api_name)
-                if namespaced:
-                    resp = getattr(api, f"read_namespaced_{stem}")(
-                        name, namespace, _preload_content=False, _request_timeout=self.timeout)
-                else:
-                    resp = getattr(api, f"read_{stem}")(
-                        name, _preload_content=False, _request_timeout=self.timeout)
-            return json.loads(resp.data)
+            return self.request("GET", rest_path(kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _map_error(exc, f"get {kind}/{namespace}/{name}") from None
+            raise _map_error(exc, what) from None
         except Exception as exc:  # noqa: BLE001
-            raise _map_error(exc, f"get {kind}/{namespace}/{name}") from None
+            raise _map_error(exc, what) from None
 
     def list(self, kind: str, namespace: str | None = None, *,
              labels: Mapping[str, str] | None = None,
              node: str | None = None) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {}
+        query: dict[str, str] = {}
         if labels:
-            kwargs["label_selector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         if node is not None:
-            kwargs["field_selector"] = f"spec.nodeName={node}"
-        what = f"list {kind}"
-        if kind in CUSTOM_KINDS:
-            g, v, plural = CUSTOM_KINDS[kind]
-            api = self.api("CustomObjectsApi")
-            if namespace is None:
-                body = self.call(what, api.list_cluster_custom_object, g, v, plural, **kwargs)
-            else:
-                body = self.call(what, api.list_namespaced_custom_object, g, v, namespace,
-                                 plural, **kwargs)
-        else:
-            api_name, stem, namespaced = KINDS[kind]
-            api = self.api(api_name)
-            if not namespaced:
-                body = self.call(what, getattr(api, f"list_{stem}"), **kwargs)
-            elif namespace is None:
-                body = self.call(what, getattr(api, f"list_{stem}_for_all_namespaces"), **kwargs)
-            else:
-                body = self.call(what, getattr(api, f"list_namespaced_{stem}"), namespace,
-                                 **kwargs)
+            query["fieldSelector"] = f"spec.nodeName={node}"
+        body = self.call(f"list {kind}", "GET", rest_path(kind, namespace), query=query)
         items = body.get("items") or []
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("kind", kind)
@@ -249,45 +230,33 @@ class KubeWriter(_Api):
     def apply(self, step: Step, *, dry_run: bool) -> StepResult:
         from kubernetes.client.exceptions import ApiException
 
-        dr = {"dry_run": "All"} if dry_run else {}
+        dr = {"dryRun": "All"} if dry_run else {}
         body = thaw(step.body)
         what = f"{step.verb} {step.ref}"
+        done = "dry run accepted" if dry_run else ""
         try:
             if step.verb == "patch":
-                api_name, stem, namespaced = KINDS[step.kind]
-                api = self.api(api_name)
-                ctype = PATCH_TYPES[step.patch_type]
-                if namespaced:
-                    fn = getattr(api, f"patch_namespaced_{stem}")
-                    fn(step.name, step.namespace, body, _content_type=ctype,
-                       _preload_content=False, _request_timeout=self.timeout, **dr)
-                else:
-                    getattr(api, f"patch_{stem}")(step.name, body, _content_type=ctype,
-                                                  _preload_content=False,
-                                                  _request_timeout=self.timeout, **dr)
-                return StepResult(step, True, "dry run accepted" if dry_run else "patched", 200)
+                namespace = step.namespace if KINDS[step.kind][2] else None
+                self.request("PATCH", rest_path(step.kind, namespace, step.name), body,
+                             query=dr, content_type=PATCH_TYPES[step.patch_type])
+                return StepResult(step, True, done or "patched", 200)
             if step.verb == "scale":
-                api_name, stem, _ = KINDS[step.kind]
-                fn = getattr(self.api(api_name), f"patch_namespaced_{stem}_scale")
-                fn(step.name, step.namespace, body, _preload_content=False,
-                   _request_timeout=self.timeout, **dr)
-                return StepResult(step, True, "dry run accepted" if dry_run else "scaled", 200)
+                self.request("PATCH", rest_path(step.kind, step.namespace, step.name, "scale"),
+                             body, query=dr, content_type=PATCH_TYPES["merge"])
+                return StepResult(step, True, done or "scaled", 200)
             if step.verb == "delete":
-                api_name, stem, _ = KINDS[step.kind]
-                fn = getattr(self.api(api_name), f"delete_namespaced_{stem}")
-                fn(step.name, step.namespace, body=body or None, _preload_content=False,
-                   _request_timeout=self.timeout, **dr)
-                return StepResult(step, True, "dry run accepted" if dry_run else "deleted", 200)
+                self.request("DELETE", rest_path(step.kind, step.namespace, step.name),
+                             body or None, query=dr)
+                return StepResult(step, True, done or "deleted", 200)
             if step.verb == "evict":
                 eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
                             "metadata": {"name": step.name, "namespace": step.namespace},
                             "deleteOptions": dict(body) if body else {}}
                 if dry_run:
                     eviction["deleteOptions"]["dryRun"] = ["All"]
-                self.api("CoreV1Api").create_namespaced_pod_eviction(
-                    step.name, step.namespace, eviction, _preload_content=False,
-                    _request_timeout=self.timeout)
-                return StepResult(step, True, "dry run accepted" if dry_run else "evicted", 201)
+                self.request("POST", rest_path("Pod", step.namespace, step.name, "eviction"),
+                             eviction)
+                return StepResult(step, True, done or "evicted", 201)
             raise ActionFailed(f"{what}: unknown verb")
         except ApiException as exc:
             if exc.status == 404 and step.verb in ("delete", "evict"):
@@ -326,8 +295,7 @@ class KubeWriter(_Api):
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self.api("CoreV1Api").create_namespaced_event(
-                ns, body, _preload_content=False, _request_timeout=self.timeout)
+            self.request("POST", rest_path("Event", ns), body)
         except Exception as exc:  # noqa: BLE001 - an audit Event is best effort
             log.warning("could not record Event on %s: %s", target, _map_error(exc, "event"))
 
@@ -393,9 +361,8 @@ class KubeLeases:
     coordination.k8s.io/v1 Leases in one namespace; every call has the
     configured timeout. 409 AlreadyExists -> LeaseExists, 409 Conflict and
     404 on replace/delete -> LeaseConflict, 404 on create (no such namespace)
-    and 429/5xx/transport -> DependencyUnavailable. Creates and replaces go
-    through :meth:`_Api.send_json` (their MicroTimes must reach the API as
-    written)."""
+    and 429/5xx/transport -> DependencyUnavailable. Bodies go as plain JSON
+    (:meth:`_Api.request`): their MicroTimes must reach the API as written."""
 
     def __init__(self, api_client: Any, namespace: str, timeout: float) -> None:
         self._api = _Api(api_client, timeout)
@@ -405,14 +372,8 @@ class KubeLeases:
     def from_settings(cls, settings: KubeSettings) -> "KubeLeases":
         return cls(build_api_client(settings), settings.self_namespace, settings.timeout)
 
-    def _coord(self) -> Any:
-        return self._api.api("CoordinationV1Api")
-
     def _path(self, name: str = "") -> str:
-        from urllib.parse import quote
-
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace, safe='')}/leases"
-        return f"{path}/{quote(name, safe='')}" if name else path
+        return rest_path("Lease", self.namespace, name)
 
     def _raise(self, exc: BaseException, what: str, *, creating: bool = False) -> NoReturn:
         from kubernetes.client.exceptions import ApiException
@@ -436,15 +397,6 @@ class KubeLeases:
             raise LeaseConflict(f"{what}: gone") from None
         raise _map_error(exc, what) from None
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            resp = fn(*args, _preload_content=False, _request_timeout=self._api.timeout,
-                      **kwargs)
-            data = resp.data if hasattr(resp, "data") else resp.read()
-            return json.loads(data) if data else {}
-        except Exception as exc:  # noqa: BLE001 - mapped
-            self._raise(exc, what)
-
     def create(self, name: str, *, labels: Mapping[str, str],
                annotations: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -452,7 +404,7 @@ class KubeLeases:
                              "labels": dict(labels), "annotations": dict(annotations)},
                 "spec": dict(spec)}
         try:
-            return self._api.send_json("POST", self._path(), body)
+            return self._api.request("POST", self._path(), body)
         except Exception as exc:  # noqa: BLE001 - mapped
             self._raise(exc, f"create lease {name}", creating=True)
 
@@ -460,9 +412,7 @@ class KubeLeases:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            resp = self._coord().read_namespaced_lease(
-                name, self.namespace, _preload_content=False, _request_timeout=self._api.timeout)
-            return json.loads(resp.data)
+            return self._api.request("GET", self._path(name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -473,20 +423,22 @@ class KubeLeases:
     def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
         name = lease["metadata"]["name"]
         try:
-            return self._api.send_json("PUT", self._path(name), lease)
+            return self._api.request("PUT", self._path(name), dict(lease))
         except Exception as exc:  # noqa: BLE001 - mapped
             self._raise(exc, f"replace lease {name}")
 
     def delete(self, name: str, *, resource_version: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions",
                 "preconditions": {"resourceVersion": resource_version}}
-        self._call(f"delete lease {name}", self._coord().delete_namespaced_lease,
-                   name, self.namespace, body=body)
+        try:
+            self._api.request("DELETE", self._path(name), body)
+        except Exception as exc:  # noqa: BLE001 - mapped
+            self._raise(exc, f"delete lease {name}")
 
     def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        doc = self._call("list leases", self._coord().list_namespaced_lease, self.namespace,
-                         label_selector=selector)
+        doc = self._api.call("list leases", "GET", self._path(),
+                             query={"labelSelector": selector})
         return list(doc.get("items") or [])
 
     def close(self) -> None:
