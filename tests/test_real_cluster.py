@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 

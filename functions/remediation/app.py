@@ -22,7 +22,8 @@ import hmac
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 

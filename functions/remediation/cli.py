@@ -30,7 +30,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Sequence
 
 from .errors import InvalidInput, RemediationError
 from .model import Outcome, Status

@@ -5,7 +5,8 @@ Pure apart from what the pipeline's ports do.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .errors import InvalidInput
 from .events.signal import signal_from_event

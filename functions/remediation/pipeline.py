@@ -25,7 +25,8 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
@@ -91,6 +92,19 @@ class Pipeline:
         since = self.clock() - window
         return [r for r in self.ledger.history(target=target) if r["updated_at"] >= since]
 
+    def _batch_history(self, memo: dict[Any, Any]) -> Callable[[str, float],
+                                                                list[dict[str, Any]]]:
+        """History read once per target per batch (a storm asks for the same
+        Deployment's history thousands of times); :meth:`handle` drops the
+        memo whenever a signal of the batch may have written to the ledger."""
+        def history(target: str, window: float) -> list[dict[str, Any]]:
+            key = ("history", target)
+            if key not in memo:
+                memo[key] = self.ledger.history(target=target)
+            since = self.clock() - window
+            return [r for r in memo[key] if r["updated_at"] >= since]
+        return history
+
     def route(self, signal: Signal, requested: str = "") -> str:
         """The function for ``signal``: the event's ``remediation`` extension
         when it names a known function, else the routes table."""
@@ -126,7 +140,8 @@ class Pipeline:
                 facts = MemoFacts(facts, facts_memo.setdefault(cluster, {}))
             ctx = PlanContext(signal=signal, facts=facts, now=self._now(),
                               options=self.routes.options_for(function),
-                              history=self._history)
+                              history=self._history if facts_memo is None
+                              else self._batch_history(facts_memo))
             planned = remediation.planner(ctx)
         except InvalidInput as exc:
             return self._outcome(signal, Status.REJECTED, function, reasons=(str(exc),))
@@ -142,7 +157,11 @@ class Pipeline:
                                      target=planned.target)
             return self._outcome(signal, Status.SKIPPED, function, reasons=planned.reasons,
                                  target=planned.target)
-        return self._run(signal, planned, via=via, cluster=cluster)
+        outcome = self._run(signal, planned, via=via, cluster=cluster)
+        if facts_memo is not None and outcome.status is not Status.DUPLICATE:
+            for key in [k for k in facts_memo if isinstance(k, tuple) and k[0] == "history"]:
+                del facts_memo[key]  # the ledger may have changed: read it again
+        return outcome
 
     def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str) -> Outcome:
         fn = plan.function

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from .errors import InvalidInput
 from .model import TYPE_SPLUNK_RESULT, Signal, freeze

@@ -8,7 +8,7 @@ Secrets are held as :class:`Secret`, whose repr never shows the value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class Secret:

@@ -6,7 +6,8 @@ verification, history and stats."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 

@@ -12,7 +12,8 @@ precondition, so a replacement pod with the same name is never hit).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from ..events.names import check_name, check_namespace
 from ..facts import owner_of

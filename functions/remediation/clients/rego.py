@@ -20,7 +20,8 @@ import logging
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from ..errors import InvalidInput
 from ..settings import PolicySettings

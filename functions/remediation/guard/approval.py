@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from ..errors import InvalidInput
 

@@ -18,7 +18,8 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 

@@ -59,7 +59,8 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Mapping
 
 from ..model import Plan
 from .ledger import ApprovalResult, ClaimResult, reclaimable

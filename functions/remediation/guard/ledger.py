@@ -137,8 +137,9 @@ class SQLiteLedger:
         incident within that many seconds: a storm of per-pod alerts about one
         Deployment restarts it once. Check and insert are one transaction
         (BEGIN IMMEDIATE), so racing processes cannot both win."""
-        row = (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
-               now, now + ttl, now, event_id, json.dumps(plan.as_dict(), sort_keys=True))
+        def row() -> tuple[Any, ...]:  # only a winner writes its plan (a storm mostly loses)
+            return (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
+                    now, now + ttl, now, event_id, json.dumps(plan.as_dict(), sort_keys=True))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -153,7 +154,7 @@ class SQLiteLedger:
                             "UPDATE claims SET status='claimed', holder=?, claimed_at=?,"
                             " expires_at=?, updated_at=?, event_id=?, plan=?, approved_by=?"
                             " WHERE key=?",
-                            (holder, now, now + ttl, now, event_id, row[10],
+                            (holder, now, now + ttl, now, event_id, row()[10],
                              approved_by if status == "approved" else "", plan.key))
                         self._db.execute("COMMIT")
                         return ClaimResult(True, plan.key, "claimed", holder,
@@ -176,7 +177,7 @@ class SQLiteLedger:
                 self._db.execute(
                     "INSERT INTO claims (key, function, action, target, status, holder,"
                     " claimed_at, expires_at, updated_at, event_id, plan)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row())
                 self._db.execute("COMMIT")
                 return ClaimResult(True, plan.key, "claimed", holder)
             except BaseException:
@@ -242,11 +243,8 @@ class SQLiteLedger:
 
     def pending(self, *, now: float) -> list[dict[str, Any]]:
         """Keys waiting for approval and not expired, oldest first."""
-        with self._lock:
-            keys = [r[0] for r in self._db.execute(
-                "SELECT key FROM claims WHERE status='pending' AND expires_at >= ?"
-                " ORDER BY updated_at", (now,)).fetchall()]
-        return [r for k in keys if (r := self.get(k)) is not None]
+        return self._select("SELECT * FROM claims WHERE status='pending' AND expires_at >= ?"
+                            " ORDER BY updated_at", (now,))
 
     def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
         with self._lock:
@@ -270,27 +268,31 @@ class SQLiteLedger:
                 "cluster_actions_in_window": int(total), "window_seconds": int(window)}
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM claims WHERE key=?", (key,))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            cols = [c[0] for c in cur.description]
-        rec = dict(zip(cols, row))
-        for k in ("plan", "decision", "reasons", "signal"):
-            rec[k] = json.loads(rec[k])
-        return rec
+        rows = self._select("SELECT * FROM claims WHERE key=?", (key,))
+        return rows[0] if rows else None
 
     def history(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql, args = "SELECT key FROM claims", []
+        sql, args = "SELECT * FROM claims", []
         if target:
             sql += " WHERE target=?"
             args.append(target)
         sql += " ORDER BY updated_at DESC LIMIT ?"
         args.append(limit)
+        return self._select(sql, args)
+
+    def _select(self, sql: str, args: Any) -> list[dict[str, Any]]:
+        """Whole records, JSON columns decoded, in one query."""
         with self._lock:
-            keys = [r[0] for r in self._db.execute(sql, args).fetchall()]
-        return [r for k in keys if (r := self.get(k)) is not None]
+            cur = self._db.execute(sql, args)
+            rows = cur.fetchall()
+            cols = [c[0] for c in cur.description]
+        out = []
+        for row in rows:
+            rec = dict(zip(cols, row))
+            for k in ("plan", "decision", "reasons", "signal"):
+                rec[k] = json.loads(rec[k])
+            out.append(rec)
+        return out
 
     def close(self) -> None:
         with self._lock:

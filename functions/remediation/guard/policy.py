@@ -10,7 +10,8 @@ Anything else denies (fail closed).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Mapping
 
 from ..model import Decision, Plan, Signal
 
