@@ -205,20 +205,45 @@ deny contains "evicting pods with local (emptyDir) data needs consent in policy 
 }
 
 # -- when: change freezes and maintenance windows -----------------------------
-# Window bounds are RFC 3339 UTC strings ("2026-12-24T00:00:00Z"); they compare
-# as strings because input.now uses the same form.
+# Window bounds are RFC 3339 times ("2026-12-24T00:00:00Z", or with an offset:
+# "2026-12-24T00:00:00+01:00"); they are compared as instants, never as
+# strings. A freeze whose bounds are not such times denies everything until it
+# is fixed (fail closed); such a maintenance window never counts as open.
+
+rfc3339 := `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|z|[+-]\d{2}:\d{2})$`
+
+instant(t) := time.parse_rfc3339_ns(t) if {
+	is_string(t)
+	regex.match(rfc3339, t)
+}
+
+now_ns := instant(input.now)
+
+open_window(w) if {
+	instant(w.start) <= now_ns
+	now_ns < instant(w.end)
+}
+
+valid_window(w) if {
+	is_number(instant(w.start))
+	is_number(instant(w.end))
+}
 
 deny contains msg if {
 	some w in cfg.freezes
-	w.start <= input.now
-	input.now < w.end
+	open_window(w)
 	msg := sprintf("change freeze %s until %s", [w.name, w.end])
+}
+
+deny contains msg if {
+	some w in cfg.freezes
+	not valid_window(w)
+	msg := sprintf("change freeze %v has a start or end that is not an RFC 3339 time: every action is refused until it is fixed", [w.name])
 }
 
 in_maintenance_window if {
 	some w in cfg.maintenance_windows
-	w.start <= input.now
-	input.now < w.end
+	open_window(w)
 }
 
 deny contains msg if {

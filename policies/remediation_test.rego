@@ -88,6 +88,31 @@ test_protected_node_denied if {
 	"node gpu-node-1 is off limits" in d.reasons
 }
 
+# each of the two node rules alone: a step on the node, or the node in params
+test_protected_node_in_a_step_denied if {
+	d := remediation.decision with input as drain({})
+		with data.remediation_config.protected_nodes as ["gpu-node-1"]
+	d.allow == false
+	"node gpu-node-1 is off limits" in d.reasons
+}
+
+test_protected_node_in_params_denied if {
+	inp := object.union(drain({"node": "gpu-node-9"}), {"plan": {"steps": [step("evict", "Pod", "llm", "p")]}})
+	d := remediation.decision with input as inp
+		with data.remediation_config.protected_nodes as ["gpu-node-9"]
+	d.allow == false
+	"node gpu-node-9 is off limits" in d.reasons
+}
+
+# the exact list alone (no prefix rule can match this name)
+test_protected_namespace_list_denied if {
+	d := remediation.decision with input as restart("payments")
+		with data.remediation_config.protected_namespaces as ["payments"]
+		with data.remediation_config.protected_namespace_prefixes as []
+	d.allow == false
+	"namespace payments is protected" in d.reasons
+}
+
 test_target_cooldown_denied if {
 	inp := object.union(restart("llm"), {"stats": {"target_actions_in_window": 3}})
 	d := remediation.decision with input as inp
@@ -170,6 +195,29 @@ test_change_freeze_denied if {
 	d := remediation.decision with input as restart("llm")
 		with data.remediation_config.freezes as [{"name": "black-friday", "start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}]
 	"change freeze black-friday until 2026-11-02T00:00:00Z" in d.reasons
+}
+
+# bounds with an offset are instants: 10:30+01:00 is 09:30Z, before now (10:00Z),
+# so this freeze is on (a string comparison would call it off)
+test_change_freeze_with_offsets_compares_instants if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "cet", "start": "2026-11-01T10:30:00+01:00", "end": "2026-11-01T12:00:00+01:00"}]
+	d.allow == false
+	"change freeze cet until 2026-11-01T12:00:00+01:00" in d.reasons
+}
+
+test_malformed_freeze_fails_closed if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "typo", "start": "1 Dec", "end": "2026-12-02T00:00:00Z"}]
+	d.allow == false
+	"change freeze typo has a start or end that is not an RFC 3339 time: every action is refused until it is fixed" in d.reasons
+}
+
+test_malformed_maintenance_window_is_never_open if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.actions["rollout-restart"].only_in_maintenance_window as true
+		with data.remediation_config.maintenance_windows as [{"start": "today", "end": "2026-11-01T11:00:00Z"}]
+	d.allow == false
 }
 
 test_outside_freeze_allowed if {
