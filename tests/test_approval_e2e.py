@@ -203,6 +203,37 @@ def test_remediate_pending_and_approve_from_the_cli(fleet, approval_settings, se
     assert capsys.readouterr().out == ""
 
 
+def test_a_webhook_alert_that_needs_approval_sends_the_request_to_the_outcome_sink(
+        fleet, approval_settings, serve_app, broker):
+    """The webhook path has no reply event: the approval request goes to the
+    outcome sink (the Broker, where a notifier subscribes), once, even when
+    Alertmanager re-sends."""
+    settings = approval_settings()
+    app = serve_app(replace(settings, http=replace(settings.http, outcome_sink=broker.url)))
+    body = json.loads((demo_dir() / "events" / "01-vllm-hung.json").read_text())
+    from tests.plugins.app import BEARER
+
+    for _ in range(2):
+        resp = app.post("/webhooks/alertmanager", json=body,
+                        headers={"Authorization": f"Bearer {BEARER}"})
+        assert resp.status_code == 200 and resp.json()["outcomes"][0]["status"] == "pending"
+    (sent,) = broker.received  # the re-send finds it pending: not asked twice
+    assert sent["ce-type"] == TYPE_APPROVAL_REQUESTED
+    assert sent["ce-remediationstatus"] == "pending"
+    data = json.loads(sent["body"])
+    assert data["approval"]["approve"].startswith("remediate approve ")
+    assert restarted_at(fleet) is None and patches(fleet) == []
+
+
+def test_a_trigger_delivery_gets_the_request_as_its_reply_only(fleet, approval_settings,
+                                                               serve_app, broker):
+    settings = approval_settings()
+    app = serve_app(replace(settings, http=replace(settings.http, outcome_sink=broker.url)))
+    resp = post(app, alert_event())
+    assert resp.headers["ce-type"] == TYPE_APPROVAL_REQUESTED
+    assert broker.received == []  # the reply goes to the Broker already
+
+
 def test_approve_send_posts_a_signed_event(broker, monkeypatch, capsys):
     monkeypatch.setenv("REMEDIATION_APPROVAL_SECRET", SECRET)
     assert cli.main(["approve", "abc123", "--by", "alice", "--send", broker.url,

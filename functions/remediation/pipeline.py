@@ -233,7 +233,7 @@ class Pipeline:
             return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
                                reasons=decision.reasons)
         if decision.needs_approval:
-            return self._hold(signal, plan, decision, dry_run=dry_run)
+            return self._hold(signal, plan, decision, dry_run=dry_run, via=via)
         dry_run = dry_run or decision.dry_run
         if not self.cluster.live:
             return self._final(signal, plan, Status.PLANNED, dry_run=True, decision=decision,
@@ -242,8 +242,11 @@ class Pipeline:
         return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
 
     def _hold(self, signal: Signal, plan: Plan, decision: Decision, *,
-              dry_run: bool) -> Outcome:
-        """Park the claimed key until a human approves it or it expires."""
+              dry_run: bool, via: str) -> Outcome:
+        """Park the claimed key until a human approves it or it expires. The
+        approval-requested event is the reply to a Trigger's delivery; on the
+        other paths (webhooks, replay), which have no reply event, it goes to
+        the outcome sink, so a notifier subscribed to it hears either way."""
         now = self.clock()
         expires = now + self.settings.approval.ttl
         reasons = decision.reasons + (
@@ -253,11 +256,17 @@ class Pipeline:
                          reasons=list(reasons))
         log.warning("remediation %s (%s on %s) waits for approval until %s", plan.key,
                     plan.action, plan.target, _iso(expires))
-        return self._outcome(signal, Status.PENDING, plan.function, plan=plan,
-                             decision=decision, dry_run=dry_run, reasons=reasons,
-                             approval={"id": plan.key, "requested_at": _iso(now),
-                                       "expires_at": _iso(expires),
-                                       "approve": f"remediate approve {plan.key}"})
+        pending = self._outcome(signal, Status.PENDING, plan.function, plan=plan,
+                                decision=decision, dry_run=dry_run, reasons=reasons,
+                                approval={"id": plan.key, "requested_at": _iso(now),
+                                          "expires_at": _iso(expires),
+                                          "approve": f"remediate approve {plan.key}"})
+        if via != "trigger" and self.publish is not None:
+            try:
+                self.publish(pending)
+            except Exception as exc:  # noqa: BLE001 - the reply still says pending
+                log.warning("could not publish the approval request: %s", exc)
+        return pending
 
     def approve(self, key: str, approver: str, *, via: str = "approval") -> Outcome:
         """A human approved ``key``: approve it in the ledger (once, before it

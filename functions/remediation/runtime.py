@@ -69,8 +69,9 @@ def build_ledger(settings: Settings) -> Any:
 
 
 def build_publisher(settings: Settings) -> Any:
-    """Send an applied outcome at once to ``REMEDIATION_OUTCOME_SINK``, while
-    verification still runs; None when no sink is configured."""
+    """Send an outcome at once to ``REMEDIATION_OUTCOME_SINK``: an applied one
+    while verification still runs, an approval request made on a path with no
+    reply event (webhooks, replay); None when no sink is configured."""
     if not settings.http.outcome_sink:
         return None
     from .clients.sink import send
