@@ -155,6 +155,39 @@ def test_kv_cache_saturation_scales_out_by_a_step_up_to_the_maximum(fleet, make_
     assert fleet.get("deployments", NS, "vllm-llama-7b")["spec"]["replicas"] == 2
 
 
+def test_a_scale_out_that_landed_unanswered_is_not_repeated(fleet, make_settings, serve_app):
+    """The API applies the scale but the answer never comes (a timeout): the
+    claim is kept with its plan, and a redelivery (before or after the claim
+    expires) reads it and sees the scale took effect: one scale-out. Released
+    instead, the redelivery would have planned from the new replica count and
+    scaled again."""
+    import time
+    from dataclasses import replace as _replace
+
+    from remediation.settings import LedgerSettings
+
+    settings = make_settings()
+    app = serve_app(_replace(settings, ledger=LedgerSettings(claim_ttl=2.0)))
+    before = fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"]
+    fleet.delay(3.0, times=1, method="PATCH", path_contains="vllm-mistral-chat/scale")
+    out = post(app, "17-vllm-kv-cache-saturated")
+    assert out["status"] == "retry" and "claim is kept" in " ".join(out["reasons"])
+    deadline = time.monotonic() + 10
+    while fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"] == before \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)  # the API carries the scale out after the delay
+    assert fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"] == before + 1
+    for wait in (0.0, 2.1):  # Knative redelivers at once; again after the claim expired
+        time.sleep(wait)
+        out = post(app, "17-vllm-kv-cache-saturated")
+        assert out["status"] == "duplicate", out
+        assert "earlier attempt for this incident scaled it to" in " ".join(out["reasons"])
+    assert fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"] == before + 1
+    scales = [r for r in fleet.requests if r.method == "PATCH" and r.resource ==
+              "deployments/scale" and r.name == "vllm-mistral-chat"]
+    assert len(scales) == 1
+
+
 def test_default_policy_breaker_denies_the_first_drain_on_this_small_fleet(fleet, make_settings,
                                                                            serve_app):
     app = serve_app(make_settings())

@@ -44,6 +44,11 @@ log = logging.getLogger("remediation.pipeline")
 
 #: ledger window used for the stats fed into policy input (limits, cooldowns).
 STATS_WINDOW_SECONDS = 3600.0
+#: step verbs whose effect is relative to the state they were planned on (a
+#: scale-out adds replicas): repeating one after an unanswered write acts
+#: twice, so a temporary failure while applying keeps the claim instead of
+#: releasing it (the planner reads the kept record: see scale_engine).
+RELATIVE_VERBS = frozenset({"scale"})
 
 
 def default_holder() -> str:
@@ -321,6 +326,14 @@ class Pipeline:
             try:
                 results = execute(plan, writer, dry_run=dry_run)
             except TemporaryError as exc:
+                if not dry_run and any(step.verb in RELATIVE_VERBS for step in plan.steps):
+                    return self._outcome(
+                        signal, Status.RETRY, fn, plan=plan, decision=decision,
+                        dry_run=dry_run, retryable=True,
+                        reasons=(f"cluster unavailable: {exc}",
+                                 "the change may have landed without an answer: the claim is "
+                                 f"kept for {int(self.settings.ledger.claim_ttl)}s, then a "
+                                 "retry checks whether it took effect before acting again"))
                 return self._retry(signal, plan, f"cluster unavailable: {exc}", dry_run=dry_run,
                                    decision=decision)
             except PartialExecution as exc:

@@ -140,3 +140,33 @@ def test_no_plan_with_a_reason(sig, reason):
 def test_registered_and_never_handles_resolved():
     r = CATALOGUE["scale-engine"]
     assert r.planner is plan_scale and not r.handles_resolved
+
+
+def _attempt(sig, *, to: int, status: str = "claimed", key: str | None = None):
+    """The ledger record a worker left when it died after claiming."""
+    from remediation.model import ObjectRef
+
+    target = ObjectRef("Deployment", NS, "chat")
+    return {"key": key or remediation_key("scale-engine", sig, target), "status": status,
+            "target": str(target), "plan": {"params": {"from_replicas": to - 1,
+                                                       "to_replicas": to}}}
+
+
+def test_an_attempt_that_scaled_then_died_unrecorded_is_not_repeated():
+    sig = saturated()
+    history = lambda target, window: [_attempt(sig, to=3)]  # noqa: E731
+    p = plan_scale(ctx(sig, chat_fleet(replicas=3), history=history))
+    assert isinstance(p, NoPlan) and p.already_done
+    assert "earlier attempt for this incident scaled it to 3" in p.reasons[0]
+
+
+@pytest.mark.parametrize("record", [
+    {"to": 4},                               # died before its scale landed (3 < 4)
+    {"to": 3, "status": "denied"},           # a finished record is the ledger's business
+    {"to": 3, "key": "another-incident"},    # another incident's attempt
+])
+def test_other_records_do_not_count_as_done(record):
+    sig = saturated()
+    history = lambda target, window: [_attempt(sig, **record)]  # noqa: E731
+    p = plan_scale(ctx(sig, chat_fleet(replicas=3), history=history))
+    assert isinstance(p, Plan), p

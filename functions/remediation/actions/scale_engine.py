@@ -42,6 +42,8 @@ NAME = "scale-engine"
 MAX_REPLICAS_ANNOTATION = "inferenceremediation.io/max-replicas"
 KV_KEYS = ("kv_cache_usage", "kv_cache_usage_perc", "gpu_cache_usage_perc")
 WAITING_KEYS = ("waiting", "num_requests_waiting")
+#: how far back the ledger is searched for an attempt that died unrecorded
+ATTEMPT_LOOKBACK_SECONDS = 86400.0
 
 
 def _no(reason: str, target: ObjectRef | None = None) -> NoPlan:
@@ -71,6 +73,26 @@ def _max_replicas(ctx: PlanContext, deployment: Mapping[str, Any]) -> tuple[int 
     if not found:
         return None, ""
     return min(found)
+
+
+def _already_scaled(ctx: PlanContext, key: str, target: ObjectRef,
+                    current: int) -> NoPlan | None:
+    """Did an earlier attempt for this incident scale, then die before it
+    could record it? The scale subresource carries no mark of ours (a restart
+    has its incident annotation, a cordon its owner annotation), so the mark
+    is the ledger's record of that attempt: claimed (never finished) with the
+    plan it was about to apply. Replicas already at its ``to_replicas`` mean
+    it took effect: a second scale-out for the same incident would be a
+    second action."""
+    for rec in ctx.history(str(target), ATTEMPT_LOOKBACK_SECONDS):
+        if rec.get("key") != key or rec.get("status") != "claimed":
+            continue
+        to = ((rec.get("plan") or {}).get("params") or {}).get("to_replicas")
+        if isinstance(to, int) and not isinstance(to, bool) and current >= to:
+            return NoPlan(NAME, (f"{target} already has {current} replicas: an earlier attempt "
+                                 f"for this incident scaled it to {to} before it could record "
+                                 "it",), target, already_done=True)
+    return None
 
 
 def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
@@ -109,6 +131,9 @@ def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
 
     spec, status = dep.get("spec") or {}, dep.get("status") or {}
     current = int(spec.get("replicas", 1))
+    done = _already_scaled(ctx, remediation_key(NAME, s, target), target, current)
+    if done is not None:
+        return done
     ready = int(status.get("readyReplicas", 0) or 0)
     if ready < current:
         return _no(f"{target}: only {ready} of {current} replicas ready; a previous scale-out "
