@@ -88,7 +88,7 @@ class SnapshotFacts:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         ns = "" if kind in CLUSTER_SCOPED else namespace
         obj = self._by_key.get((kind, ns, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return _copy_json(obj) if obj is not None else None
 
     def list(
         self,
@@ -106,11 +106,11 @@ class SnapshotFacts:
                 continue
             if node is not None and (obj.get("spec") or {}).get("nodeName") != node:
                 continue
-            out.append(copy.deepcopy(obj))
+            out.append(_copy_json(obj))
         return out
 
     def objects(self) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for _, o in sorted(self._by_key.items())]
+        return [_copy_json(o) for _, o in sorted(self._by_key.items())]
 
 
 def load_objects(path: str | Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 from collections.abc import Mapping
@@ -107,9 +108,10 @@ class Signal:
     time: str = ""
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    @cached_property
     def incident(self) -> str:
-        """Identity of the incident: stable across re-sends and HA peers."""
+        """Identity of the incident: stable across re-sends and HA peers
+        (computed once: planners, keys and outcomes all ask for it)."""
         if self.fingerprint:
             return stable_digest(self.fingerprint, self.starts_at)
         return stable_digest(self.source, self.event_id)

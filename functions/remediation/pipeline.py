@@ -34,7 +34,7 @@ from .credentials import CredentialBroker, ScopedCredential
 from .errors import ActionFailed, InvalidInput, TemporaryError
 from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
-from .guard.ledger import ClaimResult, Ledger
+from .guard.ledger import TAKEN, ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
 from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
 from .routing import Routes
@@ -94,8 +94,12 @@ class Pipeline:
             verification=verification)
 
     def _history(self, target: str, window: float) -> list[dict[str, Any]]:
+        """What planners see of the ledger: actions taken or in flight on
+        ``target`` in the window (denials and skips are not history: a storm
+        of them must not push the actions out of the newest 100)."""
         since = self.clock() - window
-        return [r for r in self.ledger.history(target=target) if r["updated_at"] >= since]
+        return [r for r in self.ledger.history(target=target, statuses=TAKEN)
+                if r["updated_at"] >= since]
 
     def _batch_history(self, memo: dict[Any, Any]) -> Callable[[str, float],
                                                                 list[dict[str, Any]]]:
@@ -105,7 +109,7 @@ class Pipeline:
         def history(target: str, window: float) -> list[dict[str, Any]]:
             key = ("history", target)
             if key not in memo:
-                memo[key] = self.ledger.history(target=target)
+                memo[key] = self.ledger.history(target=target, statuses=TAKEN)
             since = self.clock() - window
             return [r for r in memo[key] if r["updated_at"] >= since]
         return history

@@ -265,3 +265,20 @@ def test_a_later_incident_that_was_denied_does_not_hide_an_earlier_action(led):
     led.finish("b", "denied", now=200)
     late = led.claim(mkplan("c"), holder="h", event_id="e", now=250, ttl=60, target_window=300)
     assert not late.won and late.status == "target-recent" and late.other_key == "a"
+
+
+def test_history_by_status_keeps_actions_visible_behind_a_storm_of_denials(led):
+    """Planners ask for actions only: 150 later denials of the same target
+    must not push the one restart out of the newest 100 records."""
+    from remediation.guard.ledger import TAKEN
+
+    led.claim(mkplan("acted"), holder="h", event_id="e", now=100, ttl=60)
+    led.finish("acted", "applied", now=100)
+    for i in range(150):
+        led.claim(mkplan(f"denied-{i}"), holder="h", event_id="e", now=200 + i, ttl=60)
+        led.finish(f"denied-{i}", "denied", now=200 + i)
+    assert "acted" not in [r["key"] for r in led.history(target="Deployment/llm/vllm")]
+    acted = led.history(target="Deployment/llm/vllm", statuses=TAKEN)
+    assert [(r["key"], r["status"]) for r in acted] == [("acted", "applied")]
+    assert led.history(target="Deployment/llm/vllm", statuses=("denied",), limit=2)[0][
+        "key"] == "denied-149"

@@ -60,7 +60,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from typing import Any, Protocol
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from ..model import Plan
 from .ledger import ApprovalResult, ClaimResult, reclaimable
@@ -388,10 +388,13 @@ class LeaseLedger:
     def get(self, key: str) -> dict[str, Any] | None:
         return _record(self.store.get(key_lease_name(key)))
 
-    def history(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def history(self, *, target: str | None = None, limit: int = 100,
+                statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
         rows = self._records({TARGET_LABEL: _digest(target)} if target else {})
         if target:
             rows = [r for r in rows if r.get("target") == target]
+        if statuses is not None:
+            rows = [r for r in rows if r.get("status") in statuses]
         return sorted(rows, key=lambda r: r["updated_at"], reverse=True)[:limit]
 
     def close(self) -> None:
