@@ -79,6 +79,9 @@ def test_per_action_limit_stops_the_fourth_restart(limited, kube_emulator):
     app = limited({"actions": {"rollout-restart": {"max_per_window": 3}}})
     outcomes = [send(app, hung(f"engine-{i}", "a")) for i in range(5)]
     assert [o["status"] for o in outcomes] == ["applied"] * 3 + ["denied"] * 2
+    # the webhook's answer carries each applied fix's verification too
+    assert [o["verification"]["result"] for o in outcomes[:3]] == ["succeeded"] * 3
+    assert "verification" not in outcomes[3]
     assert outcomes[3]["reasons"] == [
         "rate limit: 3 rollout-restart action(s) in the window (limit 3)"]
     assert outcomes[4]["reasons"] == outcomes[3]["reasons"]  # denials do not count

@@ -102,7 +102,10 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         summary = {"received": len(events),
                    "outcomes": [{"status": o.status.value, "function": o.function,
                                  "event_id": o.event_id, "reasons": list(o.reasons),
-                                 "target": o.target.as_dict() if o.target else None}
+                                 "target": o.target.as_dict() if o.target else None,
+                                 **({"verification": dict(o.verification)}
+                                    if o.verification else {}),
+                                 **({"approval": dict(o.approval)} if o.approval else {})}
                                 for o in outcomes]}
         headers = {"Retry-After": "5"} if status == 503 else {}
         return _json(summary, 200 if status == 400 else status, headers)
