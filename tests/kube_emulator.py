@@ -112,6 +112,18 @@ __all__ = [
     "strategic_merge_patch",
 ]
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away (a pool closing an idle keep-alive connection,
+    a killed worker) is normal for an API server: no traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 # --------------------------------------------------------------------------
 # Resource types
 # --------------------------------------------------------------------------
@@ -1150,7 +1162,7 @@ class KubeEmulator:
     def start(self) -> KubeEmulator:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self._host, self._port), _Handler)
+        server = _QuietServer((self._host, self._port), _Handler)
         server.daemon_threads = True
         server.block_on_close = False
         server.emulator = self  # type: ignore[attr-defined]
