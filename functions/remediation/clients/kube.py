@@ -98,12 +98,12 @@ def _map_error(exc: BaseException, what: str) -> Exception:
         return ActionFailed(msg)
     # urllib3 timeouts, refused connections, TLS errors, an answer that is not
     # JSON (a proxy's error page): all retryable. Anything else is our bug and
-    # must surface as one, not as "the API is down, retry".
+    # must surface as itself, not as "the API is down, retry".
     import urllib3
 
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, ValueError)):
         return DependencyUnavailable(f"{what}: {type(exc).__name__}")
-    raise exc
+    return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
 
 def build_api_client(settings: KubeSettings, credential: ScopedCredential | None = None) -> Any:
