@@ -210,7 +210,9 @@ deny contains "evicting pods with local (emptyDir) data needs consent in policy 
 # strings. A freeze whose bounds are not such times denies everything until it
 # is fixed (fail closed); such a maintenance window never counts as open.
 
-rfc3339 := `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|z|[+-]\d{2}:\d{2})$`
+# ASCII digits and field ranges only (Rust's \d is Unicode; Go's parser, in
+# OPA, takes no lower-case z): both engines then parse exactly the same bounds.
+rfc3339 := `^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 
 instant(t) := time.parse_rfc3339_ns(t) if {
 	is_string(t)
@@ -229,16 +231,18 @@ valid_window(w) if {
 	is_number(instant(w.end))
 }
 
+freeze_name(w) := object.get(w, "name", "(unnamed)")
+
 deny contains msg if {
 	some w in cfg.freezes
 	open_window(w)
-	msg := sprintf("change freeze %s until %s", [w.name, w.end])
+	msg := sprintf("change freeze %v until %v", [freeze_name(w), w.end])
 }
 
 deny contains msg if {
 	some w in cfg.freezes
 	not valid_window(w)
-	msg := sprintf("change freeze %v has a start or end that is not an RFC 3339 time: every action is refused until it is fixed", [w.name])
+	msg := sprintf("change freeze %v has a start or end that is not an RFC 3339 time: every action is refused until it is fixed", [freeze_name(w)])
 }
 
 in_maintenance_window if {

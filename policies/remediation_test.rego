@@ -213,6 +213,26 @@ test_malformed_freeze_fails_closed if {
 	"change freeze typo has a start or end that is not an RFC 3339 time: every action is refused until it is fixed" in d.reasons
 }
 
+test_freeze_without_a_name_still_holds if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"start": "2026-11-01T09:00:00Z", "end": "2026-11-01T11:00:00Z"}]
+	d.allow == false
+	"change freeze (unnamed) until 2026-11-01T11:00:00Z" in d.reasons
+}
+
+test_freeze_with_a_non_string_bound_fails_closed if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "n", "start": 5, "end": "2026-12-02T00:00:00Z"}]
+	d.allow == false
+}
+
+test_freeze_bound_out_of_range_or_lower_case_z_fails_closed if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "m13", "start": "2026-13-01T00:00:00Z", "end": "2026-12-02T00:00:00z"}]
+	d.allow == false
+	"change freeze m13 has a start or end that is not an RFC 3339 time: every action is refused until it is fixed" in d.reasons
+}
+
 test_malformed_maintenance_window_is_never_open if {
 	d := remediation.decision with input as restart("llm")
 		with data.remediation_config.actions["rollout-restart"].only_in_maintenance_window as true
