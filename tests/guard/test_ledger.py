@@ -282,3 +282,70 @@ def test_history_by_status_keeps_actions_visible_behind_a_storm_of_denials(led):
     assert [(r["key"], r["status"]) for r in acted] == [("acted", "applied")]
     assert led.history(target="Deployment/llm/vllm", statuses=("denied",), limit=2)[0][
         "key"] == "denied-149"
+
+
+def test_an_old_sqlite_database_gets_the_new_indexes_once(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(_OLD_SCHEMA)
+    old.close()
+    led = SQLiteLedger(str(path))
+    try:
+        names = {r[0] for r in led._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND name NOT LIKE 'sqlite_%'")}
+        assert names == {"claims_status", "claims_target_status", "claims_action_status",
+                         "claims_status_updated"}
+        assert led._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        plan = mkplan("k")
+        assert led.claim(plan, holder="h", event_id="e", now=1, ttl=60).won  # still works
+    finally:
+        led.close()
+
+
+def test_a_locked_sqlite_database_is_a_temporary_failure(tmp_path):
+    import sqlite3
+
+    from remediation.errors import DependencyUnavailable
+
+    path = str(tmp_path / "l.db")
+    led = SQLiteLedger(path)
+    led._db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(DependencyUnavailable, match="ledger database"):
+            led.claim(mkplan("k"), holder="h", event_id="e", now=1, ttl=60)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert led.claim(mkplan("k"), holder="h", event_id="e", now=1, ttl=60).won
+    led.close()
+
+
+def test_an_approval_survives_a_holder_that_died(led):
+    """Approved, retaken by a worker that died (claim expired): the next
+    claimer still carries the human's approval; it is not asked again."""
+    assert led.claim(mkplan("k"), holder="a", event_id="e", now=100, ttl=60).won
+    led.hold("k", holder="a", now=100, expires_at=1000, signal={})
+    assert led.approve("k", approver="alice", now=110).ok
+    assert led.claim(mkplan("k"), holder="dies", event_id="e", now=120, ttl=60).approved_by \
+        == "alice"
+    again = led.claim(mkplan("k"), holder="b", event_id="e", now=200, ttl=60)  # past its TTL
+    assert again.won and again.approved_by == "alice"
+
+
+_OLD_SCHEMA = """
+CREATE TABLE claims (
+  key TEXT PRIMARY KEY, function TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+  status TEXT NOT NULL, holder TEXT NOT NULL, claimed_at REAL NOT NULL,
+  expires_at REAL NOT NULL, updated_at REAL NOT NULL, event_id TEXT NOT NULL DEFAULT '',
+  plan TEXT NOT NULL DEFAULT '{}', decision TEXT NOT NULL DEFAULT '{}',
+  reasons TEXT NOT NULL DEFAULT '[]', signal TEXT NOT NULL DEFAULT '{}',
+  approved_by TEXT NOT NULL DEFAULT '', approved_at REAL NOT NULL DEFAULT 0,
+  verification TEXT NOT NULL DEFAULT '', verification_detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX claims_target ON claims(target, updated_at);
+CREATE INDEX claims_action ON claims(action, updated_at);
+CREATE INDEX claims_status ON claims(status, expires_at);
+"""

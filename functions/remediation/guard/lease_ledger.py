@@ -58,12 +58,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
 from collections.abc import Collection, Mapping
 
 from ..model import Plan
-from .ledger import ApprovalResult, ClaimResult, reclaimable
+from ..errors import TemporaryError
+from .ledger import APPROVAL_KEPT, ApprovalResult, ClaimResult, reclaimable
+
+log = logging.getLogger("remediation.ledger")
 
 LEDGER_LABEL = "inferenceremediation.io/ledger"
 STATUS_LABEL = "inferenceremediation.io/status"
@@ -193,7 +197,8 @@ class LeaseLedger:
                 status = str(rec.get("status"))
                 if not reclaimable(status, float(rec.get("expires_at") or 0), now):
                     return ClaimResult(False, plan.key, status, str(rec.get("holder") or ""))
-                approved_by = str(rec.get("approved_by") or "") if status == "approved" else ""
+                approved_by = str(rec.get("approved_by") or "") \
+                    if status in APPROVAL_KEPT else ""
                 taken = {**rec, **{k: fresh[k] for k in ("status", "holder", "claimed_at",
                                                            "expires_at", "updated_at",
                                                            "event_id", "plan")},
@@ -221,7 +226,8 @@ class LeaseLedger:
         name = target_lease_name(str(plan.target), plan.action)
         mine = {"key": plan.key, "target": str(plan.target), "action": plan.action,
                 "status": "claimed", "holder": plan.key, "claimed_at": now,
-                "expires_at": now + ttl, "updated_at": now}
+                "expires_at": now + ttl, "updated_at": now,
+                "taken_at": now}  # = the key record's claimed_at: which claim took it
         for _ in range(_ATTEMPTS):
             lock = self.store.get(name)  # read first: its resourceVersion guards the take
             busy = self._target_busy(plan, _record(lock), now=now, window=window)
@@ -305,7 +311,13 @@ class LeaseLedger:
                                   resource_version=str(lease["metadata"]["resourceVersion"]))
             except LeaseConflict:
                 continue
-            self._release_target(rec)
+            try:
+                self._release_target(rec)
+            except (TemporaryError, LeaseConflict) as exc:
+                # the key is free; the target frees itself when its record's
+                # claim TTL ends. A release runs when the API is already failing:
+                # it must not turn the retry being answered into an error.
+                log.warning("could not mark the target of %s released: %s", key, exc)
             return
 
     def _release_target(self, rec: Mapping[str, Any]) -> None:
@@ -317,8 +329,9 @@ class LeaseLedger:
         for _ in range(_ATTEMPTS):
             lock = self.store.get(name)
             held = _record(lock)
-            if lock is None or held is None or held.get("key") != rec.get("key"):
-                return
+            if lock is None or held is None or held.get("key") != rec.get("key") \
+                    or held.get("taken_at") != rec.get("claimed_at"):
+                return  # taken since by another claim (a redelivery of the key included)
             meta = dict(lock["metadata"])
             meta["annotations"] = {**(meta.get("annotations") or {}), RECORD_ANNOTATION:
                                    json.dumps({**held, "status": "released"})}

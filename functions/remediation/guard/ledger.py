@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from collections.abc import Collection
 from typing import Any, Protocol
 
+from ..errors import DependencyUnavailable
 from ..model import Plan
 
 _SCHEMA = """
@@ -55,9 +56,13 @@ CREATE TABLE IF NOT EXISTS claims (
   verification_detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS claims_status ON claims(status, expires_at);
--- the limits' counts, the target window and planners' history: equality on
--- target/action, a few statuses, a time range. (target, updated_at) alone made
--- SQLite walk every denied record of a target to find its few actions.
+"""
+#: schema version 2: the limits' counts, the target window and planners'
+#: history filter on target/action, a few statuses and a time range; the old
+#: (target, updated_at) index made SQLite walk every denied record of a target
+#: to find its few actions. Run once per database (PRAGMA user_version), in one
+#: write transaction, so replicas sharing the file do not all rebuild it.
+_MIGRATION_2 = """
 DROP INDEX IF EXISTS claims_target;
 DROP INDEX IF EXISTS claims_action;
 CREATE INDEX IF NOT EXISTS claims_target_status ON claims(target, status, updated_at);
@@ -71,6 +76,9 @@ TAKEN = ("claimed", "applied", "planned", "partial")
 #: statuses whose key may be claimed afresh (besides a ``claimed`` past expiry
 #: and a ``pending`` past expiry).
 RECLAIMABLE = ("approved", "expired")
+#: statuses from which a retaken key keeps its human approval: granted, or
+#: claimed by a worker that died (or kept its claim after an unanswered write)
+APPROVAL_KEPT = ("approved", "claimed")
 
 
 
@@ -139,9 +147,30 @@ class SQLiteLedger:
         if path:
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < 2:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] < 2:
+                    for statement in filter(str.strip, _MIGRATION_2.split(";")):
+                        self._db.execute(statement)
+                    self._db.execute("PRAGMA user_version = 2")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
               ttl: float, target_window: float = 0.0) -> ClaimResult:
+        """See :meth:`_claim`; a database locked past the busy timeout by
+        another process is a temporary failure (answer retry), not a crash."""
+        try:
+            return self._claim(plan, holder=holder, event_id=event_id, now=now, ttl=ttl,
+                               target_window=target_window)
+        except sqlite3.OperationalError as exc:
+            raise DependencyUnavailable(f"ledger database: {exc}", delay=1.0) from None
+
+    def _claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
+               ttl: float, target_window: float = 0.0) -> ClaimResult:
         """Claim ``plan.key`` once. With ``target_window``, also refuse when the
         same action on the same target was taken (or is in flight) for another
         incident within that many seconds: a storm of per-pod alerts about one
@@ -165,10 +194,10 @@ class SQLiteLedger:
                             " expires_at=?, updated_at=?, event_id=?, plan=?, approved_by=?"
                             " WHERE key=?",
                             (holder, now, now + ttl, now, event_id, row()[10],
-                             approved_by if status == "approved" else "", plan.key))
+                             approved_by if status in APPROVAL_KEPT else "", plan.key))
                         self._db.execute("COMMIT")
                         return ClaimResult(True, plan.key, "claimed", holder,
-                                           approved_by=approved_by if status == "approved"
+                                           approved_by=approved_by if status in APPROVAL_KEPT
                                            else "")
                     self._db.execute("COMMIT")
                     return ClaimResult(False, plan.key, status, other)
