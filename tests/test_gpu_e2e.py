@@ -188,6 +188,22 @@ def test_a_scale_out_that_landed_unanswered_is_not_repeated(fleet, make_settings
     assert len(scales) == 1
 
 
+def test_a_scale_out_refused_with_429_is_released_and_retried_at_once(fleet, make_settings,
+                                                                     serve_app):
+    """A 429 says the write did not happen: nothing to keep, the claim is
+    released and Knative's redelivery scales (once)."""
+    app = serve_app(make_settings())
+    before = fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"]
+    fleet.fail(429, times=1, method="PATCH", path_contains="vllm-mistral-chat/scale",
+               retry_after=1)
+    out = post(app, "17-vllm-kv-cache-saturated")
+    assert out["status"] == "retry" and "claim is kept" not in " ".join(out["reasons"])
+    assert fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"] == before
+    out = post(app, "17-vllm-kv-cache-saturated")
+    assert out["status"] == "applied", out
+    assert fleet.get("deployments", NS, "vllm-mistral-chat")["spec"]["replicas"] == before + 1
+
+
 def test_default_policy_breaker_denies_the_first_drain_on_this_small_fleet(fleet, make_settings,
                                                                            serve_app):
     app = serve_app(make_settings())

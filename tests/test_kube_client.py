@@ -44,6 +44,8 @@ def test_every_kind_reads_back_from_the_emulator(fleet):
             got = facts.get(kind, meta.get("namespace", ""), meta["name"])
             assert got is not None and got["metadata"]["uid"] == meta["uid"], kind
         assert facts.get("Pod", NS, "no-such-pod") is None
+        # a kind we do not model (a pod's owner may be a Job or a RayCluster)
+        assert facts.get("RayCluster", NS, "r") is None and facts.list("Job") == []
         on_node = facts.list("Pod", None, node="gpu-node-5")
         assert on_node and all(p["spec"]["nodeName"] == "gpu-node-5" for p in on_node)
     finally:
@@ -79,5 +81,13 @@ def test_error_mapping():
     assert isinstance(_map_error(urllib3.exceptions.ReadTimeoutError(None, "/", "t"), "x"),
                       DependencyUnavailable)
     assert isinstance(_map_error(ConnectionRefusedError(), "x"), DependencyUnavailable)
+    # did a write maybe land without an answer? (a relative step keeps its claim)
+    assert mapped.unanswered is False  # 429: refused
+    assert _map_error(ApiException(status=504, reason="Timeout"), "x").unanswered is True
+    assert _map_error(urllib3.exceptions.ReadTimeoutError(None, "/", "t"), "x").unanswered
+    assert not _map_error(ConnectionRefusedError(), "x").unanswered
+    never_sent = urllib3.exceptions.MaxRetryError(
+        None, "/", urllib3.exceptions.NewConnectionError(None, "refused"))
+    assert not _map_error(never_sent, "x").unanswered
     bug = TypeError("unhashable")
     assert _map_error(bug, "x") is bug  # a bug is not "the API is down"

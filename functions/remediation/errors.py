@@ -53,7 +53,15 @@ class TemporaryError(RemediationError):
 
 
 class DependencyUnavailable(TemporaryError):
-    """OPA, Vault or the Kubernetes API is down, slow, sealed or throttling."""
+    """OPA, Vault or the Kubernetes API is down, slow, sealed or throttling.
+
+    ``unanswered``: a write was sent and no answer says whether it took
+    effect (a read timeout, a reset connection, a gateway error); False when
+    the server refused it (429, 503) or it never left (connection refused)."""
+
+    def __init__(self, message: str, delay: float = 5.0, *, unanswered: bool = False) -> None:
+        super().__init__(message, delay)
+        self.unanswered = unanswered
 
 
 class ClaimBusy(TemporaryError):

@@ -46,9 +46,13 @@ log = logging.getLogger("remediation.pipeline")
 STATS_WINDOW_SECONDS = 3600.0
 #: step verbs whose effect is relative to the state they were planned on (a
 #: scale-out adds replicas): repeating one after an unanswered write acts
-#: twice, so a temporary failure while applying keeps the claim instead of
-#: releasing it (the planner reads the kept record: see scale_engine).
+#: twice, so a write that may have landed unanswered (a timeout, a reset, a
+#: gateway error; not a 429/503 refusal) keeps the claim instead of releasing
+#: it (the planner reads the kept record: see scale_engine).
 RELATIVE_VERBS = frozenset({"scale"})
+#: deliveries answered with a reply event (a Trigger's), which carries the
+#: approval request itself
+REPLY_VIAS = frozenset({"trigger", "approval-event"})
 
 
 def default_holder() -> str:
@@ -270,7 +274,7 @@ class Pipeline:
                                 approval={"id": plan.key, "requested_at": _iso(now),
                                           "expires_at": _iso(expires),
                                           "approve": f"remediate approve {plan.key}"})
-        if via != "trigger" and self.publish is not None:
+        if via not in REPLY_VIAS and self.publish is not None:
             try:
                 self.publish(pending)
             except Exception as exc:  # noqa: BLE001 - the reply still says pending
@@ -330,7 +334,8 @@ class Pipeline:
             try:
                 results = execute(plan, writer, dry_run=dry_run)
             except TemporaryError as exc:
-                if not dry_run and any(step.verb in RELATIVE_VERBS for step in plan.steps):
+                if (not dry_run and getattr(exc, "unanswered", True)
+                        and any(step.verb in RELATIVE_VERBS for step in plan.steps)):
                     return self._outcome(
                         signal, Status.RETRY, fn, plan=plan, decision=decision,
                         dry_run=dry_run, retryable=True,

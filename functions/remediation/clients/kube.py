@@ -94,7 +94,7 @@ def _map_error(exc: BaseException, what: str) -> Exception:
             retry_after = (exc.headers or {}).get("Retry-After") if exc.headers else None
             if retry_after and str(retry_after).isdigit():
                 delay = float(retry_after)
-            return DependencyUnavailable(msg, delay=delay)
+            return DependencyUnavailable(msg, delay=delay, unanswered=status not in (429, 503))
         return ActionFailed(msg)
     # urllib3 timeouts, refused connections, TLS errors, an answer that is not
     # JSON (a proxy's error page): all retryable. Anything else is our bug and
@@ -102,7 +102,12 @@ def _map_error(exc: BaseException, what: str) -> Exception:
     import urllib3
 
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, ValueError)):
-        return DependencyUnavailable(f"{what}: {type(exc).__name__}")
+        cause = getattr(exc, "reason", None) if isinstance(
+            exc, urllib3.exceptions.MaxRetryError) else exc
+        never_sent = isinstance(cause, (urllib3.exceptions.NewConnectionError,
+                                        urllib3.exceptions.ConnectTimeoutError,
+                                        ConnectionRefusedError))
+        return DependencyUnavailable(f"{what}: {type(exc).__name__}", unanswered=not never_sent)
     return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
 
 
@@ -193,6 +198,8 @@ class LiveFacts(_Api):
         from kubernetes.client.exceptions import ApiException
 
         what = f"get {kind}/{namespace}/{name}"
+        if kind not in KINDS:  # an owner we do not model (Job, RayCluster...): unknown,
+            return None        # as the snapshot reader answers
         try:
             return self.request("GET", rest_path(kind, namespace, name))
         except ApiException as exc:
@@ -205,6 +212,8 @@ class LiveFacts(_Api):
     def list(self, kind: str, namespace: str | None = None, *,
              labels: Mapping[str, str] | None = None,
              node: str | None = None) -> list[dict[str, Any]]:
+        if kind not in KINDS:
+            return []
         query: dict[str, str] = {}
         if labels:
             query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
