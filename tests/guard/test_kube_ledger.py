@@ -320,6 +320,25 @@ def test_a_late_release_never_marks_a_new_holder_released(kube_emulator, make):
     assert not late.won and late.other_key == "incident-b"
 
 
+def test_a_release_leaves_alone_a_target_its_key_retook_meanwhile(kube_emulator, make):
+    """The same key, redelivered, retakes the target between a release's
+    delete and its mark: the mark must not land on the new take, or another
+    incident could slip in before the redelivery creates its key Lease."""
+    led, store = make()
+    again, _ = make()
+    assert led.claim(plan("incident-a"), holder="h1", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    results: list[Any] = []
+    store.before("replace", "remt-", lambda: results.append(
+        again.claim(plan("incident-a"), holder="h2", event_id="e", now=101, ttl=60,
+                    target_window=300)))
+    led.release("incident-a", holder="h1")
+    assert results[0].won
+    tgt = lease(kube_emulator, target_lease_name(TARGET, "rollout-restart"))
+    held = json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])
+    assert (held["key"], held["status"], held["taken_at"]) == ("incident-a", "claimed", 101)
+
+
 def test_finish_after_a_concurrent_write_keeps_both(make):
     led, store = make()
     other, _ = make()
