@@ -6,6 +6,7 @@ Targets are reported, never asserted. All traffic stays on 127.0.0.1."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import socket
@@ -207,7 +208,9 @@ def bench_storm(alerts: int = 20000, targets: int = 200) -> dict[str, Any]:
         t = i % targets
         a["labels"] = {"alertname": "VLLMEngineHung", "namespace": "llm-serving",
                        "deployment": f"vllm-{t}", "replica": str(i)}
-        a["fingerprint"] = f"{t:016x}"
+        # Alertmanager's fingerprint is a hash of the label set: one incident per alert
+        a["fingerprint"] = hashlib.sha256(json.dumps(a["labels"], sort_keys=True)
+                                          .encode()).hexdigest()[:16]
         doc["alerts"].append(a)
     body = json.dumps(doc).encode()
     limits = unlimited_policy(tmp)  # with the default (20 an hour) 180 of 200 are denied

@@ -161,3 +161,42 @@ def test_limits_are_counted_across_app_restarts(kube_emulator, make_settings, se
     second = app()
     assert send(second, hung("engine-2", "a"))["status"] == "denied"
     assert not restarted(kube_emulator, "engine-2")
+
+
+def test_a_denied_alert_does_not_make_the_rest_of_its_group_duplicates(limited,
+                                                                       kube_emulator):
+    """Within one Alertmanager group the pipeline remembers a target it acted
+    on (a storm asks thousands of times); a denial is not remembered: every
+    alert of the group is judged, and each is denied on its own."""
+    app = limited({"actions": {"rollout-restart": {"max_per_window": 0}}})
+    doc = hung("engine-0", "a")
+    alerts = []
+    for i in range(3):
+        alert = copy.deepcopy(doc["alerts"][0])
+        alert["labels"]["replica"] = str(i)
+        alert["fingerprint"] = f"{i:016x}"
+        alerts.append(alert)
+    doc["alerts"] = alerts
+    resp = app.post("/webhooks/alertmanager", json=doc, headers=AUTH)
+    assert [o["status"] for o in resp.json()["outcomes"]] == ["denied"] * 3
+    assert not restarted(kube_emulator, "engine-0")
+
+
+def test_a_group_on_one_target_acts_once_and_says_why_for_the_rest(limited, kube_emulator):
+    app = limited({})
+    doc = hung("engine-1", "a")
+    base = doc["alerts"][0]
+    doc["alerts"] = []
+    for i in range(50):  # per-pod alerts: one incident each, one Deployment
+        alert = copy.deepcopy(base)
+        alert["labels"]["pod"] = f"engine-1-{i}"
+        alert["fingerprint"] = f"{i:016x}"
+        doc["alerts"].append(alert)
+    doc["alerts"] += doc["alerts"][:10]  # and Alertmanager repeats some
+    outcomes = app.post("/webhooks/alertmanager", json=doc, headers=AUTH).json()["outcomes"]
+    assert [o["status"] for o in outcomes].count("applied") == 1
+    assert all(o["status"] == "duplicate" for o in outcomes[1:])
+    assert "already applied" in outcomes[1]["reasons"][0]
+    assert "already handled for this incident (applied)" in outcomes[50]["reasons"][0]
+    patches = [r for r in kube_emulator.requests if r.method == "PATCH"]
+    assert len(patches) == 1

@@ -53,6 +53,9 @@ RELATIVE_VERBS = frozenset({"scale"})
 #: deliveries answered with a reply event (a Trigger's), which carries the
 #: approval request itself
 REPLY_VIAS = frozenset({"trigger", "approval-event"})
+#: outcomes after which the ledger refuses the same action on the same target
+#: for another incident within the target window (see guard.ledger.TAKEN)
+TARGET_TAKEN = frozenset({Status.APPLIED, Status.PARTIAL, Status.PLANNED, Status.PENDING})
 
 
 def default_holder() -> str:
@@ -170,16 +173,32 @@ class Pipeline:
                                      target=planned.target)
             return self._outcome(signal, Status.SKIPPED, function, reasons=planned.reasons,
                                  target=planned.target)
-        outcome = self._run(signal, planned, via=via, cluster=cluster)
+        outcome = self._run(signal, planned, via=via, cluster=cluster, batch=facts_memo)
         if facts_memo is not None and outcome.status is not Status.DUPLICATE:
             for key in [k for k in facts_memo if isinstance(k, tuple) and k[0] == "history"]:
                 del facts_memo[key]  # the ledger may have changed: read it again
+            if outcome.status in TARGET_TAKEN and self.settings.ledger.target_window > 0:
+                facts_memo[("target", str(planned.target), planned.action)] = (
+                    planned.key, outcome.status.value, self.clock())
         return outcome
 
-    def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str) -> Outcome:
+    def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
+             batch: dict[Any, Any] | None = None) -> Outcome:
         fn = plan.function
         dry_run = self.settings.dry_run or not self.cluster.live
         now = self.clock()
+        window = self.settings.ledger.target_window
+        taken = batch.get(("target", str(plan.target), plan.action)) if batch else None
+        if taken is not None and now - taken[2] <= window:
+            # Earlier in this batch the same action on the same target was taken,
+            # or the ledger said it was: the claim would answer the same again (a
+            # storm of alerts about one Deployment asks thousands of times).
+            if taken[0] != plan.key:
+                return self._target_recent(signal, plan, taken[1], now - taken[2], dry_run)
+            if taken[1] in ("applied", "partial", "planned"):
+                return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
+                                     reasons=(f"already handled for this incident "
+                                              f"({taken[1]})",))
         try:
             claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
                                       now=now, ttl=self.settings.ledger.claim_ttl,
@@ -188,11 +207,10 @@ class Pipeline:
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                  retryable=True, reasons=(f"ledger unavailable: {exc}",))
         if not claim.won and claim.status == "target-recent":
-            return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
-                                 reasons=(f"{plan.target}: {plan.action} already "
-                                          f"{claim.other_status} {int(claim.age)}s ago for another "
-                                          "alert; one action per target in "
-                                          f"{int(self.settings.ledger.target_window)}s",))
+            if batch is not None and claim.other_status in ("applied", "partial", "planned"):
+                batch[("target", str(plan.target), plan.action)] = (
+                    claim.other_key, claim.other_status, now - claim.age)
+            return self._target_recent(signal, plan, claim.other_status, claim.age, dry_run)
         if not claim.won:
             if claim.status == "pending":
                 rec = self.ledger.get(plan.key) or {}
@@ -213,6 +231,14 @@ class Pipeline:
             # Whatever went wrong unexpectedly, nothing is left claimed forever.
             self.ledger.release(plan.key, holder=self.holder)
             raise
+
+    def _target_recent(self, signal: Signal, plan: Plan, other_status: str, age: float,
+                       dry_run: bool) -> Outcome:
+        return self._outcome(signal, Status.DUPLICATE, plan.function, plan=plan,
+                             dry_run=dry_run,
+                             reasons=(f"{plan.target}: {plan.action} already {other_status} "
+                                      f"{int(age)}s ago for another alert; one action per "
+                                      f"target in {int(self.settings.ledger.target_window)}s",))
 
     def _retry(self, signal: Signal, plan: Plan, why: str, *, dry_run: bool,
                decision: Decision | None = None) -> Outcome:

@@ -28,8 +28,9 @@ class PlanContext:
     facts: ClusterFacts
     now: datetime
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: past ledger records for a target ("Kind/ns/name"), newest first, within
-    #: ``window`` seconds: what escalation ladders and cooldowns read.
+    #: past ledger records of actions taken or in flight (claimed, applied,
+    #: planned, partial) on a target ("Kind/ns/name"), newest first, within
+    #: ``window`` seconds: what escalation ladders and already-done checks read.
     history: Callable[[str, float], Sequence[Mapping[str, Any]]] = lambda target, window: ()
 
     @property
