@@ -139,3 +139,17 @@ def test_real_opa_gives_the_embedded_answers():
     for p in CASES:
         assert embedded.evaluate(inputs(p)) == {k: v for k, v in server.evaluate(inputs(p)).items()
                                                 if k != "decision_id"}
+
+
+def test_embedded_input_that_is_not_plain_json_is_encoded_not_refused():
+    """Plain JSON-shaped input goes to the engine as it is; anything else (a
+    datetime an operator's extension put in) falls back to JSON text with
+    ``str()``: the decision is the same, never an engine error."""
+    engine = EmbeddedPolicyEngine()
+    try:
+        plain = {"action": "rollout-restart", "plan": {"steps": []}, "stats": {}}
+        odd = {**plain, "extra": datetime(2026, 1, 1, tzinfo=timezone.utc), "big": 10**30}
+        assert engine.evaluate(plain)["reasons"] == engine.evaluate(odd)["reasons"] \
+            == ["plan has no steps"]
+    finally:
+        engine.close()

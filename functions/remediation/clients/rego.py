@@ -112,7 +112,10 @@ class EmbeddedPolicyEngine:
             if self._closed:
                 raise RuntimeError("policy engine is closed")
             engine = self._engine_here()
-            engine.set_input_json(json.dumps(input_doc, default=str))
+            try:  # plain JSON-shaped data goes in as it is (no encode + parse)
+                engine.set_input(input_doc)
+            except (TypeError, ValueError, OverflowError):  # anything else: as JSON text
+                engine.set_input_json(json.dumps(input_doc, default=str))
             result = engine.eval_rule(self._rule)
         except (KeyboardInterrupt, SystemExit):
             raise
