@@ -295,14 +295,12 @@ class SQLiteLedger:
         """Actions taken (or in flight) in the window, for policy limits.
         ``exclude_key``: the plan being decided, which must not count itself."""
         since = now - window
-        q = ("SELECT COUNT(*) FROM claims WHERE status IN ('applied','partial','claimed')"
-             " AND updated_at >= ? AND key != ?")
-        with self._lock:
-            target = self._db.execute(q + " AND target=?",
-                                      (since, exclude_key, str(plan.target))).fetchone()[0]
-            action = self._db.execute(q + " AND action=?",
-                                      (since, exclude_key, plan.action)).fetchone()[0]
-            total = self._db.execute(q, (since, exclude_key)).fetchone()[0]
+        with self._lock:  # one pass over the window's actions (status, updated_at index)
+            target, action, total = self._db.execute(
+                "SELECT COALESCE(SUM(target=?), 0), COALESCE(SUM(action=?), 0), COUNT(*)"
+                " FROM claims WHERE status IN ('applied','partial','claimed')"
+                " AND updated_at >= ? AND key != ?",
+                (str(plan.target), plan.action, since, exclude_key)).fetchone()
         return {"target_actions_in_window": int(target), "action_count_in_window": int(action),
                 "cluster_actions_in_window": int(total), "window_seconds": int(window)}
 
