@@ -346,7 +346,7 @@ def main() -> int:
          min(full1["ratio"], full16["ratio"]) >= .5),
         ("deny p99 < 10 ms at 16 conns", f"{deny16['p99_ms']:.1f} ms", deny16["p99_ms"] < 10),
         ("storm answered < 2 s", f"{storm['answer_s']:.2f} s", storm["answer_s"] < 2),
-        ("storm peak memory < 200 MB", f"{storm['peak_rss_mb']:.0f} MB", storm["peak_rss_mb"] < 200),
+        ("storm peak memory < 200 MB", f"{storm['peak_rss_mb']:.1f} MB", storm["peak_rss_mb"] < 200),
         ("one action per distinct target", f"{storm['actions']} actions / {storm['targets']} targets",
          storm["actions"] == storm["targets"] == storm["distinct_patched"]),
         ("ready < 0.5 s", f"{cold['ready_s']:.2f} s (no-op app {cold['noop_ready_s']:.2f} s)",
@@ -370,7 +370,7 @@ def main() -> int:
     md += [f"| {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in targets]
     md += ["", f"Storm: {storm['alerts']} alerts over {storm['targets']} Deployments, "
            f"{storm['body_mb']:.1f} MB body, HTTP {storm['http']}, answered in "
-           f"{storm['answer_s']:.2f} s, peak RSS {storm['peak_rss_mb']:.0f} MB, outcomes "
+           f"{storm['answer_s']:.2f} s, peak RSS {storm['peak_rss_mb']:.1f} MB, outcomes "
            f"{storm['statuses']}.",
            f"Cold start: python itself {cold['python_start_s']*1e3:.0f} ms; importing "
            f"remediation.app adds {cold['import_app_s']*1e3:.0f} ms; waitress ready "
