@@ -142,20 +142,26 @@ deny contains msg if {
 
 deny contains msg if {
 	limit := cfg.actions[input.action].max_per_target_in_window
-	num(stats, "target_actions_in_window") >= limit
-	msg := sprintf("cooldown: %s already acted on %d time(s) in the window (limit %d)", [input.target.name, stats.target_actions_in_window, limit])
+	n := stats.target_actions_in_window
+	is_number(n)
+	n >= limit
+	msg := sprintf("cooldown: %s already acted on %d time(s) in the window (limit %d)", [input.target.name, n, limit])
 }
 
 deny contains msg if {
 	limit := cfg.actions[input.action].max_per_window
-	num(stats, "action_count_in_window") >= limit
-	msg := sprintf("rate limit: %d %s action(s) in the window (limit %d)", [stats.action_count_in_window, input.action, limit])
+	n := stats.action_count_in_window
+	is_number(n)
+	n >= limit
+	msg := sprintf("rate limit: %d %s action(s) in the window (limit %d)", [n, input.action, limit])
 }
 
 deny contains msg if {
 	limit := cfg.limits.cluster_max_per_window
-	num(stats, "cluster_actions_in_window") >= limit
-	msg := sprintf("cluster-wide rate limit: %d action(s) in the window (limit %d)", [stats.cluster_actions_in_window, limit])
+	n := stats.cluster_actions_in_window
+	is_number(n)
+	n >= limit
+	msg := sprintf("cluster-wide rate limit: %d action(s) in the window (limit %d)", [n, limit])
 }
 
 deny contains msg if {
