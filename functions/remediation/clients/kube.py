@@ -54,6 +54,13 @@ KINDS: Mapping[str, tuple[str, str, bool]] = {
 }
 
 
+_VERBS = {"POST": "create", "PUT": "replace", "DELETE": "delete"}
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 def rest_path(kind: str, namespace: str | None = None, name: str = "", sub: str = "") -> str:
     """``/apis/apps/v1/namespaces/llm/deployments/vllm/scale`` and the like;
     ``namespace=None`` on a namespaced kind: across all namespaces."""
@@ -184,6 +191,19 @@ class _Api:
         except Exception as exc:  # noqa: BLE001 - mapped below
             raise _map_error(exc, what) from None
 
+    def read(self, what: str, path: str) -> dict[str, Any] | None:
+        """GET ``path``; None when it does not exist (404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.request("GET", path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _map_error(exc, what) from None
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise _map_error(exc, what) from None
+
     def close(self) -> None:
         try:
             self.api_client.close()
@@ -195,19 +215,9 @@ class LiveFacts(_Api):
     """ClusterFacts over the live API (read-only)."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        what = f"get {kind}/{namespace}/{name}"
         if kind not in KINDS:  # an owner we do not model (Job, RayCluster...): unknown,
             return None        # as the snapshot reader answers
-        try:
-            return self.request("GET", rest_path(kind, namespace, name))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _map_error(exc, what) from None
-        except Exception as exc:  # noqa: BLE001
-            raise _map_error(exc, what) from None
+        return self.read(f"get {kind}/{namespace}/{name}", rest_path(kind, namespace, name))
 
     def list(self, kind: str, namespace: str | None = None, *,
              labels: Mapping[str, str] | None = None,
@@ -216,7 +226,7 @@ class LiveFacts(_Api):
             return []
         query: dict[str, str] = {}
         if labels:
-            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            query["labelSelector"] = _selector(labels)
         if node is not None:
             query["fieldSelector"] = f"spec.nodeName={node}"
         body = self.call(f"list {kind}", "GET", rest_path(kind, namespace), query=query)
@@ -414,48 +424,35 @@ class KubeLeases:
             raise LeaseConflict(f"{what}: gone") from None
         raise _map_error(exc, what) from None
 
+    def _write(self, method: str, name: str, body: Mapping[str, Any], *,
+               creating: bool = False) -> dict[str, Any]:
+        what = f"{_VERBS[method]} lease {name}"
+        try:
+            return self._api.request(method, self._path("" if creating else name), dict(body))
+        except Exception as exc:  # noqa: BLE001 - mapped
+            self._raise(exc, what, creating=creating)
+
     def create(self, name: str, *, labels: Mapping[str, str],
                annotations: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": self.namespace,
-                             "labels": dict(labels), "annotations": dict(annotations)},
-                "spec": dict(spec)}
-        try:
-            return self._api.request("POST", self._path(), body)
-        except Exception as exc:  # noqa: BLE001 - mapped
-            self._raise(exc, f"create lease {name}", creating=True)
+        return self._write("POST", name, {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": self.namespace,
+                         "labels": dict(labels), "annotations": dict(annotations)},
+            "spec": dict(spec)}, creating=True)
 
     def get(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self._api.request("GET", self._path(name))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _map_error(exc, f"read lease {name}") from None
-        except Exception as exc:  # noqa: BLE001 - transport errors
-            raise _map_error(exc, f"read lease {name}") from None
+        return self._api.read(f"read lease {name}", self._path(name))
 
     def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
-        name = lease["metadata"]["name"]
-        try:
-            return self._api.request("PUT", self._path(name), dict(lease))
-        except Exception as exc:  # noqa: BLE001 - mapped
-            self._raise(exc, f"replace lease {name}")
+        return self._write("PUT", lease["metadata"]["name"], lease)
 
     def delete(self, name: str, *, resource_version: str) -> None:
-        body = {"apiVersion": "v1", "kind": "DeleteOptions",
-                "preconditions": {"resourceVersion": resource_version}}
-        try:
-            self._api.request("DELETE", self._path(name), body)
-        except Exception as exc:  # noqa: BLE001 - mapped
-            self._raise(exc, f"delete lease {name}")
+        self._write("DELETE", name, {"apiVersion": "v1", "kind": "DeleteOptions",
+                                     "preconditions": {"resourceVersion": resource_version}})
 
     def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         doc = self._api.call("list leases", "GET", self._path(),
-                             query={"labelSelector": selector})
+                             query={"labelSelector": _selector(labels)})
         return list(doc.get("items") or [])
 
     def close(self) -> None:
