@@ -56,6 +56,8 @@ REPLY_VIAS = frozenset({"trigger", "approval-event"})
 #: outcomes after which the ledger refuses the same action on the same target
 #: for another incident within the target window (see guard.ledger.TAKEN)
 TARGET_TAKEN = frozenset({Status.APPLIED, Status.PARTIAL, Status.PLANNED, Status.PENDING})
+#: final statuses of a key that a redelivery can only duplicate
+ACTED = frozenset({"applied", "partial", "planned"})
 
 
 def default_holder() -> str:
@@ -195,7 +197,7 @@ class Pipeline:
             # storm of alerts about one Deployment asks thousands of times).
             if taken[0] != plan.key:
                 return self._target_recent(signal, plan, taken[1], now - taken[2], dry_run)
-            if taken[1] in ("applied", "partial", "planned"):
+            if taken[1] in ACTED:
                 return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                      reasons=(f"already handled for this incident "
                                               f"({taken[1]})",))
@@ -207,7 +209,7 @@ class Pipeline:
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                  retryable=True, reasons=(f"ledger unavailable: {exc}",))
         if not claim.won and claim.status == "target-recent":
-            if batch is not None and claim.other_status in ("applied", "partial", "planned"):
+            if batch is not None and claim.other_status in ACTED:
                 batch[("target", str(plan.target), plan.action)] = (
                     claim.other_key, claim.other_status, now - claim.age)
             return self._target_recent(signal, plan, claim.other_status, claim.age, dry_run)

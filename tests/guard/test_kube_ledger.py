@@ -281,39 +281,49 @@ def test_release_after_a_concurrent_write_still_releases(make):
     assert led.get("k") is None
 
 
-def test_release_frees_the_target_at_once(make):
+def claimed_a(make: Any, holder: str = "h") -> tuple[LeaseLedger, Interleaved, LeaseLedger]:
+    """incident-a claimed at t=100 (TTL 60, window 300); and another ledger."""
     led, store = make()
     other, _ = make()
-    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
+    assert led.claim(plan("incident-a"), holder=holder, event_id="e", now=100, ttl=60,
                      target_window=300).won
+    return led, store, other
+
+
+def release_racing(led: LeaseLedger, store: Interleaved, other: LeaseLedger, key: str,
+                   now: float, holder: str = "h") -> Any:
+    """Release incident-a while ``other`` claims ``key`` at ``now``, just
+    before the release marks the target Lease; the racer's ClaimResult."""
     results: list[Any] = []
+    store.before("replace", "remt-", lambda: results.append(
+        other.claim(plan(key), holder="h2", event_id="e", now=now, ttl=60, target_window=300)))
+    led.release("incident-a", holder=holder)
+    (result,) = results
+    return result
+
+
+def target_record(emu: Any) -> dict[str, Any]:
+    tgt = lease(emu, target_lease_name(TARGET, "rollout-restart"))
+    return json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])
+
+
+def test_release_frees_the_target_at_once(make):
+    led, store, other = claimed_a(make)
     # a claimer arriving mid-release (key Lease gone, target not yet marked)
     # sees incident-a in flight, as it was a moment before: it loses
-    store.before("replace", "remt-", lambda: results.append(
-        other.claim(plan("incident-b"), holder="h", event_id="e", now=101, ttl=60,
-                    target_window=300)))
-    led.release("incident-a", holder="h")
-    assert not results[0].won and results[0].other_key == "incident-a"
+    racer = release_racing(led, store, other, "incident-b", now=101)
+    assert not racer.won and racer.other_key == "incident-a"
     # once release returns, the target is free (not blocked until the TTL)
     assert other.claim(plan("incident-b"), holder="h", event_id="e", now=102, ttl=60,
                        target_window=300).won
 
 
 def test_a_late_release_never_marks_a_new_holder_released(kube_emulator, make):
-    led, store = make()
-    other, _ = make()
-    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
-                     target_window=300).won
-    results: list[Any] = []
+    led, store, other = claimed_a(make)
     # incident-a's holder releases late (past its TTL); incident-b takes the
     # target between the release's read of the target Lease and its mark
-    store.before("replace", "remt-", lambda: results.append(
-        other.claim(plan("incident-b"), holder="h", event_id="e", now=161, ttl=60,
-                    target_window=300)))
-    led.release("incident-a", holder="h")
-    assert results[0].won
-    tgt = lease(kube_emulator, target_lease_name(TARGET, "rollout-restart"))
-    held = json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])
+    assert release_racing(led, store, other, "incident-b", now=161).won
+    held = target_record(kube_emulator)
     assert (held["key"], held["status"]) == ("incident-b", "claimed")  # not marked released
     late = led.claim(plan("incident-c"), holder="h", event_id="e", now=162, ttl=60,
                      target_window=300)
@@ -324,18 +334,9 @@ def test_a_release_leaves_alone_a_target_its_key_retook_meanwhile(kube_emulator,
     """The same key, redelivered, retakes the target between a release's
     delete and its mark: the mark must not land on the new take, or another
     incident could slip in before the redelivery creates its key Lease."""
-    led, store = make()
-    again, _ = make()
-    assert led.claim(plan("incident-a"), holder="h1", event_id="e", now=100, ttl=60,
-                     target_window=300).won
-    results: list[Any] = []
-    store.before("replace", "remt-", lambda: results.append(
-        again.claim(plan("incident-a"), holder="h2", event_id="e", now=101, ttl=60,
-                    target_window=300)))
-    led.release("incident-a", holder="h1")
-    assert results[0].won
-    tgt = lease(kube_emulator, target_lease_name(TARGET, "rollout-restart"))
-    held = json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])
+    led, store, again = claimed_a(make, holder="h1")
+    assert release_racing(led, store, again, "incident-a", now=101, holder="h1").won
+    held = target_record(kube_emulator)
     assert (held["key"], held["status"], held["taken_at"]) == ("incident-a", "claimed", 101)
 
 

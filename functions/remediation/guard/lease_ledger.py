@@ -65,7 +65,7 @@ from collections.abc import Collection, Mapping
 
 from ..model import Plan
 from ..errors import TemporaryError
-from .ledger import APPROVAL_KEPT, ApprovalResult, ClaimResult, reclaimable
+from .ledger import APPROVAL_KEPT, COUNTED, TAKEN, ApprovalResult, ClaimResult, reclaimable
 
 log = logging.getLogger("remediation.ledger")
 
@@ -75,8 +75,6 @@ TARGET_LABEL = "inferenceremediation.io/target"
 ACTION_LABEL = "inferenceremediation.io/action"
 RECORD_ANNOTATION = "inferenceremediation.io/record"
 
-_TAKEN = ("claimed", "applied", "planned", "partial")
-_COUNTED = ("applied", "partial", "claimed")
 _ATTEMPTS = 8  # re-reads after a Conflict before giving up (as busy)
 
 
@@ -241,17 +239,22 @@ class LeaseLedger:
                                             "leaseDurationSeconds": max(1, int(ttl)),
                                             "acquireTime": _micro(now), "renewTime": _micro(now)})
                 else:
-                    meta = dict(lock["metadata"])
-                    meta["annotations"] = {**(meta.get("annotations") or {}),
-                                           RECORD_ANNOTATION: json.dumps(mine)}
-                    self.store.replace({**lock, "metadata": meta,
-                                        "spec": {**(lock.get("spec") or {}),
-                                                 "holderIdentity": plan.key[:253],
-                                                 "renewTime": _micro(now)}})
+                    self._rewrite_target(lock, mine, holderIdentity=plan.key[:253],
+                                         renewTime=_micro(now))
             except (LeaseExists, LeaseConflict):
                 continue  # another claimer took it since our read: decide again
             return None
         return ClaimResult(False, plan.key, "target-recent", "", other_status="claimed")
+
+    def _rewrite_target(self, lock: Mapping[str, Any], rec: Mapping[str, Any],
+                        **spec: Any) -> None:
+        """Replace a target Lease (guarded by the resourceVersion it was read
+        with) with ``rec`` as its record and ``spec`` fields updated."""
+        meta = dict(lock["metadata"])
+        meta["annotations"] = {**(meta.get("annotations") or {}),
+                               RECORD_ANNOTATION: json.dumps(rec)}
+        self.store.replace({**lock, "metadata": meta,
+                            "spec": {**(lock.get("spec") or {}), **spec}})
 
     def _target_busy(self, plan: Plan, held: Mapping[str, Any] | None, *, now: float,
                      window: float) -> ClaimResult | None:
@@ -263,7 +266,7 @@ class LeaseLedger:
         yet, until that claim's TTL."""
         def active(r: Mapping[str, Any]) -> bool:
             status = r.get("status")
-            return (status in _TAKEN or (status == "pending"
+            return (status in TAKEN or (status == "pending"
                                          and float(r.get("expires_at") or 0) >= now)) \
                 and float(r.get("updated_at") or 0) >= now - window
 
@@ -332,11 +335,8 @@ class LeaseLedger:
             if lock is None or held is None or held.get("key") != rec.get("key") \
                     or held.get("taken_at") != rec.get("claimed_at"):
                 return  # taken since by another claim (a redelivery of the key included)
-            meta = dict(lock["metadata"])
-            meta["annotations"] = {**(meta.get("annotations") or {}), RECORD_ANNOTATION:
-                                   json.dumps({**held, "status": "released"})}
             try:
-                self.store.replace({**lock, "metadata": meta})
+                self._rewrite_target(lock, {**held, "status": "released"})
                 return
             except LeaseConflict:
                 continue
@@ -391,7 +391,7 @@ class LeaseLedger:
               exclude_key: str = "") -> dict[str, int]:
         since = now - window
         rows = [r for r in self._records({})
-                if r.get("status") in _COUNTED and float(r.get("updated_at") or 0) >= since
+                if r.get("status") in COUNTED and float(r.get("updated_at") or 0) >= since
                 and r.get("key") != exclude_key]
         return {"target_actions_in_window": sum(r.get("target") == str(plan.target)
                                                 for r in rows),

@@ -73,6 +73,8 @@ CREATE INDEX IF NOT EXISTS claims_status_updated ON claims(status, updated_at);
 #: statuses that mean an action was taken, in part, or is in flight (they
 #: count toward limits and hold the target window).
 TAKEN = ("claimed", "applied", "planned", "partial")
+#: statuses counted by the limits (an action done, in part, or in flight)
+COUNTED = ("applied", "partial", "claimed")
 #: statuses whose key may be claimed afresh (besides a ``claimed`` past expiry
 #: and a ``pending`` past expiry).
 RECLAIMABLE = ("approved", "expired")
@@ -176,9 +178,8 @@ class SQLiteLedger:
         incident within that many seconds: a storm of per-pod alerts about one
         Deployment restarts it once. Check and insert are one transaction
         (BEGIN IMMEDIATE), so racing processes cannot both win."""
-        def row() -> tuple[Any, ...]:  # only a winner writes its plan (a storm mostly loses)
-            return (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
-                    now, now + ttl, now, event_id, json.dumps(plan.as_dict(), sort_keys=True))
+        def plan_json() -> str:  # only a winner writes its plan (a storm mostly loses)
+            return json.dumps(plan.as_dict(), sort_keys=True)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -193,7 +194,7 @@ class SQLiteLedger:
                             "UPDATE claims SET status='claimed', holder=?, claimed_at=?,"
                             " expires_at=?, updated_at=?, event_id=?, plan=?, approved_by=?"
                             " WHERE key=?",
-                            (holder, now, now + ttl, now, event_id, row()[10],
+                            (holder, now, now + ttl, now, event_id, plan_json(),
                              approved_by if status in APPROVAL_KEPT else "", plan.key))
                         self._db.execute("COMMIT")
                         return ClaimResult(True, plan.key, "claimed", holder,
@@ -216,7 +217,9 @@ class SQLiteLedger:
                 self._db.execute(
                     "INSERT INTO claims (key, function, action, target, status, holder,"
                     " claimed_at, expires_at, updated_at, event_id, plan)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row())
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (plan.key, plan.function, plan.action, str(plan.target), "claimed", holder,
+                     now, now + ttl, now, event_id, plan_json()))
                 self._db.execute("COMMIT")
                 return ClaimResult(True, plan.key, "claimed", holder)
             except BaseException:
