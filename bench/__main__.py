@@ -115,7 +115,8 @@ def event_request(name: str, fingerprint: str | None = None,
 
 
 def engine(name: str) -> dict[str, Any]:
-    """A Deployment for the emulator (one per incident in the full-path case)."""
+    """An inference-engine Deployment for the emulator (the storm's targets,
+    and one per incident in the full-path case)."""
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "llm-serving", "uid": f"uid-{name}"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
@@ -192,12 +193,7 @@ def bench_storm(alerts: int = 20000, targets: int = 200) -> dict[str, Any]:
     from tests.plugins.app import write_kubeconfig
 
     emu = KubeEmulator().start()
-    for i in range(targets):
-        emu.add({"apiVersion": "apps/v1", "kind": "Deployment",
-                 "metadata": {"name": f"vllm-{i}", "namespace": "llm-serving", "uid": f"u{i}"},
-                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"vllm-{i}"}},
-                          "template": {"metadata": {"labels": {"app": f"vllm-{i}"}},
-                                       "spec": {"containers": [{"name": "e", "image": "x"}]}}}})
+    emu.add([engine(f"vllm-{i}") for i in range(targets)])
     tmp = Path(tempfile.mkdtemp())
     kubeconfig = write_kubeconfig(tmp / "kubeconfig", emu.url)
     doc = json.loads((EVENTS / "01-vllm-hung.json").read_text())

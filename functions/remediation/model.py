@@ -46,7 +46,7 @@ def freeze(value: Any) -> Any:
         return value
     if kind is dict or isinstance(value, Mapping):
         return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
-    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):  # concrete types: no ABC machinery
         return tuple(freeze(v) for v in value)
     return value
 
@@ -58,7 +58,7 @@ def thaw(value: Any) -> Any:
         return value
     if kind is MappingProxyType or kind is dict or isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
-    if kind is tuple or kind is list or isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]
     return value
 
