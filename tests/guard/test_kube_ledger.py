@@ -159,6 +159,17 @@ def test_lease_times_reach_the_api_as_rfc3339_micro(kube_emulator, make, now):
     assert stored["acquireTime"] == _micro_text(now)
 
 
+def race(store: Interleaved, op: str, prefix: str, other: LeaseLedger, key: str,
+         now: float, *, holder: str = "h", window: float = 300.0) -> list[Any]:
+    """``other`` claims ``key`` at ``now`` just before ``store``'s next ``op``
+    on a Lease named ``prefix``...; its ClaimResult lands in the list returned."""
+    results: list[Any] = []
+    store.before(op, prefix, lambda: results.append(
+        other.claim(plan(key), holder=holder, event_id="e", now=now, ttl=60,
+                    target_window=window)))
+    return results
+
+
 # -- optimistic concurrency, one interleaving at a time --------------------------------
 
 def test_a_stale_resource_version_on_approve_gives_one_approval(kube_emulator, make):
@@ -182,9 +193,7 @@ def test_a_stale_resource_version_on_retake_gives_one_winner(make):
     led, store = make()
     other, _ = make()
     led.claim(plan("k"), holder="dead", event_id="e", now=100, ttl=60)
-    results: list[Any] = []
-    store.before("replace", "rem-", lambda: results.append(
-        other.claim(plan("k"), holder="fast", event_id="e", now=200, ttl=60)))
+    results = race(store, "replace", "rem-", other, "k", 200, holder="fast", window=0)
     slow = led.claim(plan("k"), holder="slow", event_id="e", now=200, ttl=60)
     assert results[0].won
     assert not slow.won and slow.status == "claimed" and slow.holder == "fast"
@@ -194,11 +203,8 @@ def test_a_stale_resource_version_on_retake_gives_one_winner(make):
 def test_racing_creates_of_the_target_lease_give_one_winner(make):
     led, store = make()
     other, _ = make()
-    results: list[Any] = []
     # both read "no target Lease"; the other creates it (and its key) first
-    store.before("create", "remt-", lambda: results.append(
-        other.claim(plan("incident-b"), holder="h", event_id="e", now=100, ttl=60,
-                    target_window=300)))
+    results = race(store, "create", "remt-", other, "incident-b", 100)
     mine = led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
                      target_window=300)
     assert results[0].won
@@ -211,10 +217,7 @@ def test_racing_replaces_of_a_free_target_lease_give_one_winner(make):
     other, _ = make()
     led.claim(plan("old"), holder="h", event_id="e", now=100, ttl=60, target_window=300)
     led.finish("old", "denied", now=100)  # the target Lease exists but is free
-    results: list[Any] = []
-    store.before("replace", "remt-", lambda: results.append(
-        other.claim(plan("incident-b"), holder="h", event_id="e", now=200, ttl=60,
-                    target_window=300)))
+    results = race(store, "replace", "remt-", other, "incident-b", 200)
     mine = led.claim(plan("incident-a"), holder="h", event_id="e", now=200, ttl=60,
                      target_window=300)
     assert results[0].won
@@ -226,10 +229,7 @@ def test_a_claimer_between_target_and_key_lease_counts_as_in_flight(make):
     created yet. A racer arriving then must lose, not see a free target."""
     led, store = make()
     other, _ = make()
-    results: list[Any] = []
-    store.before("create", "rem-", lambda: results.append(
-        other.claim(plan("incident-b"), holder="h", event_id="e", now=100, ttl=60,
-                    target_window=300)))
+    results = race(store, "create", "rem-", other, "incident-b", 100)
     assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
                      target_window=300).won
     assert not results[0].won and results[0].status == "target-recent"
@@ -294,9 +294,7 @@ def release_racing(led: LeaseLedger, store: Interleaved, other: LeaseLedger, key
                    now: float, holder: str = "h") -> Any:
     """Release incident-a while ``other`` claims ``key`` at ``now``, just
     before the release marks the target Lease; the racer's ClaimResult."""
-    results: list[Any] = []
-    store.before("replace", "remt-", lambda: results.append(
-        other.claim(plan(key), holder="h2", event_id="e", now=now, ttl=60, target_window=300)))
+    results = race(store, "replace", "remt-", other, key, now, holder="h2")
     led.release("incident-a", holder=holder)
     (result,) = results
     return result
