@@ -236,16 +236,21 @@ def test_a_claimer_between_target_and_key_lease_counts_as_in_flight(make):
     assert results[0].other_key == "incident-a" and results[0].other_status == "claimed"
 
 
-def test_a_claimer_that_died_in_the_gap_blocks_the_target_for_one_ttl(make):
-    led, store = make()
-    other, _ = make()
-
+def dies_in_the_gap(led: LeaseLedger, store: Interleaved) -> None:
+    """incident-a takes the target Lease at t=100, then the API fails on
+    creating its key Lease: never a win, the target names it until its TTL."""
     def api_down() -> None:
         raise DependencyUnavailable("create lease: 503")
     store.before("create", "rem-", api_down)
     with pytest.raises(DependencyUnavailable):
         led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
                   target_window=300)
+
+
+def test_a_claimer_that_died_in_the_gap_blocks_the_target_for_one_ttl(make):
+    led, store = make()
+    other, _ = make()
+    dies_in_the_gap(led, store)
     assert led.get("incident-a") is None  # never a win
     blocked = other.claim(plan("incident-b"), holder="h", event_id="e", now=160, ttl=60,
                           target_window=300)
@@ -259,13 +264,7 @@ def test_a_claimer_that_died_in_the_gap_blocks_the_target_for_one_ttl(make):
 
 def test_the_failed_claimer_redelivered_takes_its_own_target_back(make):
     led, store = make()
-
-    def api_down() -> None:
-        raise DependencyUnavailable("create lease: 503")
-    store.before("create", "rem-", api_down)
-    with pytest.raises(DependencyUnavailable):
-        led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
-                  target_window=300)
+    dies_in_the_gap(led, store)
     assert led.claim(plan("incident-a"), holder="h", event_id="e2", now=101, ttl=60,
                      target_window=300).won
 
