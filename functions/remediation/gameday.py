@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from .errors import InvalidInput
-from .model import Outcome, Status
+from .model import Outcome, Status, deep_merge
 from .settings import Secret, Settings
 
 STATUSES = frozenset(s.value for s in Status)
@@ -377,15 +377,6 @@ def _number(value: Any, where: str, fld: str, *, integer: bool = False) -> float
     return value
 
 
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(over, Mapping):
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = _merge(base.get(k), v) if k in base else v
-        return out
-    return over
-
-
 def _start(value: Any, where: str) -> float | None:
     if value is None:
         return None
@@ -651,7 +642,7 @@ def parse_scenario(doc: Any, *, base_dir: Path, where: str = "scenario",
     inline = doc.get("policy_data") or {}
     if not isinstance(inline, Mapping):
         raise _bad(where, "policy_data", "must be a mapping (merged over the policy's data)")
-    policy_data = _merge(policy_data, inline)
+    policy_data = deep_merge(policy_data, inline)
     options = doc.get("options") or {}
     if not isinstance(options, Mapping) or not all(
             isinstance(k, str) and isinstance(v, Mapping) for k, v in options.items()):

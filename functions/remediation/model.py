@@ -63,6 +63,18 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, mappings merged key by key (policy data files
+    over the defaults, a scenario's data over its data file)."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
 def stable_digest(*parts: Any, length: int = 16) -> str:
     """A short deterministic hex digest of JSON-serialisable parts."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

@@ -24,6 +24,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from ..errors import InvalidInput
+from ..model import deep_merge
 from ..settings import PolicySettings
 
 log = logging.getLogger("remediation.rego")
@@ -38,16 +39,6 @@ def default_policy_dir() -> Path:
     except Exception:  # noqa: BLE001 - not installed as a package: use the repo folder
         pass
     return Path(__file__).resolve().parents[3] / "policies"
-
-
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 def load_policy_sources(policy_dir: Path, data_file: str = "",
