@@ -345,12 +345,6 @@ def _read(path: Path, where: str, fld: str) -> Any:
         raise _bad(where, fld, f"{path} is not valid JSON/YAML: {exc}") from None
 
 
-def _events_dir() -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("remediation").joinpath("defaults/demo/events")))
-
-
 def _only(doc: Mapping[str, Any], allowed: Sequence[str], where: str, prefix: str) -> None:
     unknown = sorted(str(k) for k in doc if k not in allowed)
     if unknown:
@@ -480,7 +474,7 @@ def _expectation(spec: Any, where: str, fld: str, event: int, n: int, *,
 
 def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
            ids: Mapping[str, int], events: Sequence[TimedEvent]) -> TimedEvent:
-    from .cli import detect_events
+    from .cli import demo_dir, detect_events
 
     fld = f"events[{i}]"
     if not isinstance(doc, Mapping):
@@ -513,7 +507,7 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
         return TimedEvent(at, fld, approve=Approve(target, by), id=ident, live_only=live_only)
     if "file" in doc:
         ref = _str(doc, "file", where, f"{fld}.", required=True)
-        path = _events_dir() / ref[5:] if ref.startswith("demo:") else base_dir / ref
+        path = demo_dir() / "events" / ref[5:] if ref.startswith("demo:") else base_dir / ref
         body = _read(path, where, f"{fld}.file")
     else:
         body = doc["body"]
