@@ -102,3 +102,28 @@ def test_same_incident_same_key_other_target_other_key(fleet):
     assert isinstance(a, Plan) and isinstance(b, Plan) and isinstance(c, Plan)
     assert a.key == b.key  # two pods of one Deployment: one restart per incident
     assert a.key != c.key
+
+
+def test_a_pod_replaced_by_the_rollout_is_traced_to_its_deployment_through_the_old_replicaset(
+        fleet):
+    """Found by the realstack tier: after a real rollout the pod a re-sent
+    alert names is gone, but its ReplicaSet stays in the revision history."""
+    gone = "vllm-llama-7b-6d4f8b9c7-zz9zz"
+    assert fleet.get("Pod", "llm-serving", gone) is None
+    p = plan(fleet, signal(namespace="llm-serving", pod=gone))
+    assert isinstance(p, Plan) and (p.target.kind, p.target.name) == (
+        "Deployment", "vllm-llama-7b")
+    # Once the template carries this incident's mark, the re-send is 'already done'.
+    objects = [thaw(fleet.get(k, ns, n)) for (k, ns, n) in fleet._by_key]
+    for obj in objects:
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "vllm-llama-7b":
+            obj["spec"]["template"]["metadata"].setdefault("annotations", {})[
+                INCIDENT_ANNOTATION] = signal().incident
+    again = plan(SnapshotFacts(objects), signal(namespace="llm-serving", pod=gone))
+    assert isinstance(again, NoPlan) and again.already_done, again
+
+
+@pytest.mark.parametrize("name", ["vllm-llama-7b-zz9zz", "other-6d4f8b9c7-zz9zz"])
+def test_a_gone_pod_whose_name_does_not_match_a_deployments_replicaset_is_not_found(fleet, name):
+    p = plan(fleet, signal(namespace="llm-serving", pod=name))
+    assert isinstance(p, NoPlan) and "not found" in p.reasons[0]

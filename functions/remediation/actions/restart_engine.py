@@ -57,6 +57,26 @@ def _workload_for_pod(ctx: PlanContext, pod: Mapping[str, Any]) -> ObjectRef | N
                pod_ref)
 
 
+def _workload_for_gone_pod(ctx: PlanContext, ns: str, pod_name: str) -> ObjectRef | NoPlan:
+    """A Deployment's pod that is gone (a rollout replaced it, so a re-sent
+    alert names a pod that no longer exists) is still traced to its
+    Deployment: the pod is named ``<replicaset>-<suffix>``, and the old
+    ReplicaSet (``<deployment>-<pod-template-hash>``) is kept by the
+    Deployment's revision history. The planner then sees the incident's mark
+    on the pod template and answers 'already done' instead of 'not found'."""
+    gone = _no(f"Pod/{ns}/{pod_name} not found (already replaced?)", ObjectRef("Pod", ns, pod_name))
+    rs_name = pod_name.rpartition("-")[0]
+    rs = ctx.facts.get("ReplicaSet", ns, rs_name) if rs_name else None
+    if rs is None:
+        return gone
+    owner = owner_of(rs)
+    template_hash = (rs["metadata"].get("labels") or {}).get("pod-template-hash", "")
+    if (owner is None or owner.get("kind") != "Deployment" or not template_hash
+            or rs_name != f"{owner['name']}-{template_hash}"):
+        return gone
+    return ObjectRef("Deployment", ns, owner["name"])
+
+
 def _resolve(ctx: PlanContext, ns: str) -> tuple[ObjectRef | NoPlan, Mapping[str, Any] | None]:
     """The workload to restart, and the pod when the alert named one."""
     s = ctx.signal
@@ -68,8 +88,7 @@ def _resolve(ctx: PlanContext, ns: str) -> tuple[ObjectRef | NoPlan, Mapping[str
         check_name(pod_name, "labels.pod")
         pod = ctx.facts.get("Pod", ns, pod_name)
         if pod is None:
-            return _no(f"Pod/{ns}/{pod_name} not found (already replaced?)",
-                       ObjectRef("Pod", ns, pod_name)), None
+            return _workload_for_gone_pod(ctx, ns, pod_name), None
         return _workload_for_pod(ctx, pod), pod
     if isvc := s.label("inferenceservice", "isvc"):
         check_name(isvc, "labels.inferenceservice")
