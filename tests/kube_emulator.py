@@ -1958,6 +1958,20 @@ class KubeEmulator:
         pod = self._objects[pods_rt.key].get((ns, name))
         if pod is None:
             raise _not_found(pods_rt, name)
+        namespace = self._objects[self.resource_type("namespaces").key].get(("", ns))
+        if namespace is not None and (namespace.get("status") or {}).get("phase") == "Terminating":
+            # NamespaceLifecycle admission: no new object (an Eviction is one) in a
+            # namespace being deleted; the namespace controller deletes the pod.
+            raise ApiError(
+                403,
+                f'pods "{name}" is forbidden: unable to create new content in namespace '
+                f"{ns} because it is being terminated",
+                reason="Forbidden",
+                details={"name": name, "kind": "pods", "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": f"namespace {ns} is being terminated",
+                    "field": "metadata.namespace"}]},
+            )
         success = {
             "kind": "Status",
             "apiVersion": "v1",

@@ -14,7 +14,7 @@ import yaml
 
 from remediation.cli import demo_dir
 from remediation.routing import Routes, load_routes
-from remediation.settings import PolicySettings
+from remediation.settings import PolicySettings, VerifySettings
 
 from tests.plugins.app import BEARER
 
@@ -88,6 +88,24 @@ def test_fatal_xid_cordons_taints_marks_and_drains_only_gpu_workloads(fleet, mak
     evictions = [r for r in fleet.requests if r.resource == "pods/eviction"]
     assert [r.name for r in evictions] == [QWEN]
 
+
+
+def test_a_pod_whose_namespace_is_being_deleted_does_not_fail_the_drain(fleet, make_settings,
+                                                                       serve_app, tmp_path):
+    """Found by the realstack tier: the API server refuses an Eviction in a
+    terminating namespace (403, cause NamespaceTerminating); the pod goes with
+    its namespace, so the drain goes on, as kubectl drain does."""
+    namespace = fleet.get("namespaces", "", NS)
+    namespace["status"] = {"phase": "Terminating"}
+    fleet.add(namespace)
+    app = serve_app(make_settings(policy=policy_with(tmp_path, max_cordoned_gpu_nodes_percent=50),
+                                  verify=VerifySettings(deadline=0)))
+    out = post(app, "10-dcgm-xid79-fell-off-bus")
+    assert out["status"] == "applied", out
+    assert node(fleet, "gpu-node-5")["spec"]["unschedulable"] is True
+    refused = [r for r in fleet.requests if r.resource == "pods/eviction"]
+    assert [(r.name, r.status) for r in refused] == [(QWEN, 403)]
+    assert any("namespace terminating" in reason for reason in out["reasons"]), out
 
 def test_circuit_breaker_refuses_the_node_that_would_cross_the_limit(fleet, make_settings,
                                                                      serve_app, tmp_path):

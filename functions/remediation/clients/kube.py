@@ -13,7 +13,8 @@ plus some 0.6 s of imports on the first one.
 
 Error mapping (the ``kind: Status`` the API answers):
 - 429, 5xx, timeouts, refused connections -> ``DependencyUnavailable`` (retry);
-- 404 on delete/evict -> done (the pod is already gone);
+- 404 on delete/evict -> done (the pod is already gone); 403 on evict with
+  the cause ``NamespaceTerminating`` -> done (the pod goes with its namespace);
 - any other 4xx -> ``ActionFailed`` with the API's message (no retry).
 Every call carries ``_request_timeout``.
 """
@@ -87,6 +88,16 @@ def _status_message(exc: Any) -> str:
         return str(body.get("message") or exc.reason or exc.status)
     except (ValueError, TypeError):
         return str(exc.reason or exc.status)
+
+
+def _status_causes(exc: Any) -> set[str]:
+    """The ``details.causes[].reason`` of the API's ``kind: Status`` answer."""
+    try:
+        body = json.loads(exc.body or "{}")
+        causes = (body.get("details") or {}).get("causes") or []
+        return {str(c.get("reason")) for c in causes if isinstance(c, dict)}
+    except (ValueError, TypeError, AttributeError):
+        return set()
 
 
 def _map_error(exc: BaseException, what: str) -> Exception:
@@ -285,6 +296,14 @@ class KubeWriter(_Api):
                 return StepResult(step, True, "already replaced", 409)
             if exc.status == 429 and step.verb == "evict":
                 return StepResult(step, False, f"blocked: {_status_message(exc)}", 429)
+            if (exc.status == 403 and step.verb == "evict"
+                    and "NamespaceTerminating" in _status_causes(exc)):
+                # The pod's namespace is being deleted: the API refuses new
+                # objects there (an Eviction too), and the namespace controller
+                # deletes the pod anyway. kubectl drain waits for such pods;
+                # verification does the same here (the pod must leave the node).
+                return StepResult(step, True, "namespace terminating: the pod is being "
+                                              "deleted with it", 403)
             if (exc.status == 500 and step.verb == "evict"
                     and "more than one PodDisruptionBudget" in _status_message(exc)):
                 return StepResult(step, False, f"refused: {_status_message(exc)}", 500)
