@@ -52,6 +52,19 @@ for row in "${components[@]}"; do
   ln -sfn "$out/$name" "$bin/$name"
 done
 
+# kwok runs no stage unless given some: its own default ones (ready nodes with
+# lease heartbeats, pods made ready, deletions completed) come from the pinned
+# module as it sits in the module cache, concatenated next to the binary.
+stages="$bin/kwok-stages.yaml"
+if [ ! -s "$stages" ]; then
+  kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    printf -- '---\n'; cat "$kwok_dir/kustomize/stage/$f"
+  done > "$stages.tmp"
+  mv "$stages.tmp" "$stages"
+fi
+
 # Debian's Prometheus, promtool, Alertmanager and amtool (run directly by the
 # tests with their own config and data dirs; the packaged services are not used).
 if ! command -v prometheus >/dev/null || ! command -v alertmanager >/dev/null; then
