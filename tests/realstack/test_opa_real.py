@@ -161,6 +161,19 @@ def test_real_opa_decides_through_the_product_adapter(real_opa, p, stats, allow,
         local.close()
 
 
+def test_an_undefined_decision_from_the_real_opa_denies(real_opa):
+    """A rule the server does not have: OPA answers 200 {} and the product
+    denies (as with the stand-in's "undefined" mode)."""
+    server = adapter(real_opa.url, rule="no_such_rule")
+    try:
+        assert server.evaluate(inputs(DECISIONS[0][0])) == {}
+        d = decide(server, DECISIONS[0][0], SIGNAL, actor="t", via="trigger", cluster="",
+                   self_namespace="remediation", dry_run=False, stats={}, now=NOW)
+    finally:
+        server.close()
+    assert not d.allow and "undefined" in d.reasons[0]
+
+
 # -- the differential test ----------------------------------------------------------
 
 # Every deny rule of remediation.rego, recognised by its message. The two
