@@ -120,6 +120,21 @@ class OpaServer:
         """SIGSTOP: the port stays open and accepts connections, nothing answers."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        # kill() returns before every thread has stopped: a request sent at
+        # once may still be answered. Wait until each thread is stopped (T).
+        deadline = time.monotonic() + 5
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except (OSError, IndexError):
+                    continue
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"opa (pid {self.proc.pid}) did not stop within 5 s of SIGSTOP")
 
     def resume(self) -> None:
         assert self.proc is not None
