@@ -15,14 +15,26 @@ import rego.v1
 cfg := data.remediation_config
 
 # Defaults spelled out (not object.get) so the policy runs the same on OPA,
-# regorus and rego-cpp.
+# regorus and rego-cpp. Messages format every value with %v: the engines
+# print a value of an unexpected type differently with %s or %d (and regorus
+# prints a negative number as "--1" with %d).
 default params := {}
 
-params := input.plan.params
+params := input.plan.params if is_object(input.plan.params)
 
 default stats := {}
 
-stats := input.stats
+stats := input.stats if is_object(input.stats)
+
+# The plan's steps, and every namespace it touches (the input's list and the
+# steps' own). Iterating a value of another type is an error in regorus and
+# nothing at all in OPA: these are always collections, so both engines decide
+# alike, and steps that are not a list count as no steps (denied).
+default steps := []
+
+steps := input.plan.steps if is_array(input.plan.steps)
+
+namespaces := {ns | some ns in items(input, "namespaces")} | {step.namespace | some step in steps}
 
 num(obj, key) := obj[key] if is_number(obj[key])
 
@@ -67,7 +79,7 @@ dry_run if cfg.force_dry_run == true
 
 reasons := sort(deny) if count(deny) > 0
 
-reasons := [sprintf("allowed: %s on %s/%s", [input.action, input.target.kind, input.target.name])] if count(deny) == 0
+reasons := [sprintf("allowed: %v on %v/%v", [input.action, input.target.kind, input.target.name])] if count(deny) == 0
 
 decision := {"allow": allow, "reasons": reasons, "needs_approval": needs_approval, "dry_run": dry_run}
 
@@ -77,35 +89,35 @@ deny contains msg if {
 	is_string(input.approval.approved_by)
 	input.approval.approved_by != ""
 	approver_refused
-	msg := sprintf("%s is not an approver", [input.approval.approved_by])
+	msg := sprintf("%v is not an approver", [input.approval.approved_by])
 }
 
 deny contains msg if {
 	not cfg.actions[input.action]
-	msg := sprintf("unknown action %s", [input.action])
+	msg := sprintf("unknown action %v", [input.action])
 }
 
 deny contains msg if {
 	action := cfg.actions[input.action]
-	some step in input.plan.steps
+	some step in steps
 	not step.kind in action.kinds
-	msg := sprintf("action %s may not touch a %s", [input.action, step.kind])
+	msg := sprintf("action %v may not touch a %v", [input.action, step.kind])
 }
 
 deny contains msg if {
 	action := cfg.actions[input.action]
-	some step in input.plan.steps
+	some step in steps
 	not step.verb in action.verbs
-	msg := sprintf("action %s may not %s", [input.action, step.verb])
+	msg := sprintf("action %v may not %v", [input.action, step.verb])
 }
 
 deny contains msg if {
-	count(input.plan.steps) > cfg.actions[input.action].max_steps
-	msg := sprintf("plan has %d steps; action %s allows at most %d", [count(input.plan.steps), input.action, cfg.actions[input.action].max_steps])
+	count(steps) > cfg.actions[input.action].max_steps
+	msg := sprintf("plan has %v steps; action %v allows at most %v", [count(steps), input.action, cfg.actions[input.action].max_steps])
 }
 
 deny contains "plan has no steps" if {
-	count(input.plan.steps) == 0
+	count(steps) == 0
 }
 
 # -- where: namespaces and nodes that are off limits ------------------------
@@ -120,22 +132,22 @@ protected_namespace(ns) if {
 protected_namespace(ns) if ns == input.self_namespace
 
 deny contains msg if {
-	some ns in input.namespaces
+	some ns in namespaces
 	protected_namespace(ns)
-	msg := sprintf("namespace %s is protected", [ns])
+	msg := sprintf("namespace %v is protected", [ns])
 }
 
 deny contains msg if {
-	some step in input.plan.steps
+	some step in steps
 	step.kind == "Node"
 	step.name in cfg.protected_nodes
-	msg := sprintf("node %s is off limits", [step.name])
+	msg := sprintf("node %v is off limits", [step.name])
 }
 
 deny contains msg if {
 	node := params.node
 	node in cfg.protected_nodes
-	msg := sprintf("node %s is off limits", [node])
+	msg := sprintf("node %v is off limits", [node])
 }
 
 # -- how much: cooldowns, rate limits, circuit breaker ----------------------
@@ -145,7 +157,7 @@ deny contains msg if {
 	n := stats.target_actions_in_window
 	is_number(n)
 	n >= limit
-	msg := sprintf("cooldown: %s already acted on %d time(s) in the window (limit %d)", [input.target.name, n, limit])
+	msg := sprintf("cooldown: %v already acted on %v time(s) in the window (limit %v)", [input.target.name, n, limit])
 }
 
 deny contains msg if {
@@ -153,7 +165,7 @@ deny contains msg if {
 	n := stats.action_count_in_window
 	is_number(n)
 	n >= limit
-	msg := sprintf("rate limit: %d %s action(s) in the window (limit %d)", [n, input.action, limit])
+	msg := sprintf("rate limit: %v %v action(s) in the window (limit %v)", [n, input.action, limit])
 }
 
 deny contains msg if {
@@ -161,13 +173,13 @@ deny contains msg if {
 	n := stats.cluster_actions_in_window
 	is_number(n)
 	n >= limit
-	msg := sprintf("cluster-wide rate limit: %d action(s) in the window (limit %d)", [n, limit])
+	msg := sprintf("cluster-wide rate limit: %v action(s) in the window (limit %v)", [n, limit])
 }
 
 deny contains msg if {
 	limit := cfg.actions[input.action].max_evictions
 	num(params, "evict_count") > limit
-	msg := sprintf("plan evicts %d pods; action %s allows at most %d", [params.evict_count, input.action, limit])
+	msg := sprintf("plan evicts %v pods; action %v allows at most %v", [params.evict_count, input.action, limit])
 }
 
 # Circuit breaker: never let cordoned GPU nodes exceed a share of the fleet.
@@ -179,21 +191,21 @@ deny contains msg if {
 	total > 0
 	after := num(params, "cordoned_gpu_nodes_after")
 	(after * 100) > (cfg.limits.max_cordoned_gpu_nodes_percent * total)
-	msg := sprintf("circuit breaker: %d of %d GPU nodes would be cordoned (limit %d%%)", [after, total, cfg.limits.max_cordoned_gpu_nodes_percent])
+	msg := sprintf("circuit breaker: %v of %v GPU nodes would be cordoned (limit %v%%)", [after, total, cfg.limits.max_cordoned_gpu_nodes_percent])
 }
 
 deny contains msg if {
 	input.action == "scale-out"
 	to := num(params, "to_replicas")
 	to > cfg.limits.max_replicas
-	msg := sprintf("scale to %d replicas exceeds the policy maximum %d", [to, cfg.limits.max_replicas])
+	msg := sprintf("scale to %v replicas exceeds the policy maximum %v", [to, cfg.limits.max_replicas])
 }
 
 deny contains msg if {
 	input.action == "scale-out"
 	to := num(params, "to_replicas")
 	to > num(params, "max_replicas")
-	msg := sprintf("scale to %d replicas exceeds the workload maximum %d", [to, params.max_replicas])
+	msg := sprintf("scale to %v replicas exceeds the workload maximum %v", [to, params.max_replicas])
 }
 
 # -- consent for risky evictions ---------------------------------------------
@@ -223,7 +235,34 @@ rfc3339 := `^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]
 instant(t) := time.parse_rfc3339_ns(t) if {
 	is_string(t)
 	regex.match(rfc3339, t)
+	real_date(t)
 }
+
+# A day that exists (no 30 February, 29 February in leap years only) in a
+# year whose instants fit in nanoseconds since 1970 (1678 to 2261). Parsing
+# any other date is an error in both engines, which regorus raises out of
+# the whole evaluation and OPA turns into "undefined": checked here first,
+# the two decide alike (such a bound is simply not a time).
+real_date(t) if {
+	regex.match(`^(16[7-9][0-9]|1[7-9][0-9]{2}|2[0-2][0-9]{2})-`, t)
+	year := to_number(substring(t, 0, 4))
+	year >= 1678
+	year <= 2261
+	real_day(year, substring(t, 5, 5))
+}
+
+real_day(_, month_day) if regex.match(`^(01|03|05|07|08|10|12)-(0[1-9]|[12][0-9]|3[01])$`, month_day)
+
+real_day(_, month_day) if regex.match(`^(04|06|09|11)-(0[1-9]|[12][0-9]|30)$`, month_day)
+
+real_day(_, month_day) if regex.match(`^02-(0[1-9]|1[0-9]|2[0-8])$`, month_day)
+
+real_day(year, "02-29") if {
+	year % 4 == 0
+	year % 100 != 0
+}
+
+real_day(year, "02-29") if year % 400 == 0
 
 now_ns := instant(input.now)
 
@@ -259,5 +298,5 @@ in_maintenance_window if {
 deny contains msg if {
 	cfg.actions[input.action].only_in_maintenance_window == true
 	not in_maintenance_window
-	msg := sprintf("action %s runs only in a maintenance window", [input.action])
+	msg := sprintf("action %v runs only in a maintenance window", [input.action])
 }

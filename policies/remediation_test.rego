@@ -82,6 +82,21 @@ test_empty_plan_denied if {
 	"plan has no steps" in d.reasons
 }
 
+# Steps that are not a list are no steps (denied), in every engine: OPA would
+# otherwise skip every check that iterates them, and regorus fail.
+test_steps_that_are_not_a_list_are_no_steps if {
+	inp := object.union(restart("llm"), {"plan": {"steps": null, "params": {}}})
+	d := remediation.decision with input as inp
+	d.reasons == ["plan has no steps"]
+}
+
+# A step's own namespace is checked even when the input's list leaves it out.
+test_step_namespace_is_checked_too if {
+	inp := object.union(restart("llm"), {"plan": {"steps": [step("patch", "Deployment", "kube-system", "x")], "params": {}}})
+	d := remediation.decision with input as inp
+	d.reasons == ["namespace kube-system is protected"]
+}
+
 test_protected_node_denied if {
 	d := remediation.decision with input as drain({"node": "gpu-node-1"})
 		with data.remediation_config.protected_nodes as ["gpu-node-1"]
@@ -231,6 +246,29 @@ test_freeze_bound_out_of_range_or_lower_case_z_fails_closed if {
 		with data.remediation_config.freezes as [{"name": "m13", "start": "2026-13-01T00:00:00Z", "end": "2026-12-02T00:00:00z"}]
 	d.allow == false
 	"change freeze m13 has a start or end that is not an RFC 3339 time: every action is refused until it is fixed" in d.reasons
+}
+
+# Dates that do not exist, or outside what fits in nanoseconds since 1970:
+# not times (parsing them would fail the whole evaluation in regorus).
+test_freeze_on_a_day_that_does_not_exist_fails_closed if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [
+			{"name": "feb30", "start": "2026-02-30T00:00:00Z", "end": "2026-03-02T00:00:00Z"},
+			{"name": "apr31", "start": "2026-04-01T00:00:00Z", "end": "2026-04-31T00:00:00Z"},
+			{"name": "far", "start": "2300-01-01T00:00:00Z", "end": "2301-01-01T00:00:00Z"},
+		]
+	d.allow == false
+	d.reasons == [
+		"change freeze apr31 has a start or end that is not an RFC 3339 time: every action is refused until it is fixed",
+		"change freeze far has a start or end that is not an RFC 3339 time: every action is refused until it is fixed",
+		"change freeze feb30 has a start or end that is not an RFC 3339 time: every action is refused until it is fixed",
+	]
+}
+
+test_freeze_on_a_leap_day_is_a_time if {
+	d := remediation.decision with input as restart("llm")
+		with data.remediation_config.freezes as [{"name": "leap", "start": "2028-02-29T00:00:00Z", "end": "2028-03-01T00:00:00Z"}]
+	d.allow == true
 }
 
 test_malformed_maintenance_window_is_never_open if {
