@@ -512,8 +512,12 @@ EXPECTED_RULES = {
     }),
     "drain-gpu-node": _expand({
         ("", "nodes"): ("get", "list", "patch"),
-        ("", "pods"): ("get", "list"),
+        # delete: the restart-app Xids' delete-pod mode
+        ("", "pods"): ("get", "list", "delete"),
         ("", "pods/eviction"): ("create",),
+        # the restart-app Xids (13, 31, ...) rollout-restart the GPU pod's workload
+        ("apps", "replicasets"): ("get", "list"),
+        ("apps", "deployments", "statefulsets"): ("get", "list", "patch"),
         ("policy", "poddisruptionbudgets"): ("get", "list"),
         ("", "events"): ("create",),
     }),
