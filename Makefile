@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast realstack lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/remediate demo
 
-## test: layer contracts, Rego unit tests, the whole pytest suite
-test: $(STAMP)
+## test: layer contracts, Rego unit tests, the whole pytest suite: the fast
+## tier (doubles) and the realstack tier (real components, built when missing)
+test: $(STAMP) realstack
 	$(BIN)/lint-imports --config .importlinter
 	$(BIN)/remediate policy test
 	$(BIN)/python -m pytest; code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
+
+## test-fast: the fast tier alone (no real components), for quick local loops
+test-fast: $(STAMP)
+	$(BIN)/lint-imports --config .importlinter
+	$(BIN)/remediate policy test
+	$(BIN)/python -m pytest -m "not realstack"; code=$$?; \
+	  if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
+
+## realstack: build the real components (Go modules in tests/realstack) into a
+## cache outside the checkout, and install Prometheus/Alertmanager, when missing
+realstack:
+	bash tests/realstack/build.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -129,7 +129,7 @@ def wait_until(what: str, check: Callable[[], bool], proc: Process | None,
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet, whatever the error
+        except Exception:  # noqa: BLE001, S110 - not up yet, whatever the error
             pass
         time.sleep(interval)
     raise ComponentFailed(f"timed out after {timeout:.0f} s waiting for {what}"

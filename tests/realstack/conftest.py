@@ -20,10 +20,10 @@ import pytest
 from tests.realstack.components import (
     IN_CI,
     KWOK_NODE_ANNOTATION,
-    wait_until,
     ComponentFailed,
     ComponentMissing,
     ControlPlane,
+    wait_until,
 )
 
 pytestmark = pytest.mark.realstack

@@ -13,9 +13,7 @@ only the process this helper started, and every wait is bounded.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,36 +22,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.realstack.components import IN_CI, ComponentMissing, binary, free_port
+
 REPO = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO / "tests" / "realstack" / "build.sh"
 POLICY_DIR = REPO / "policies"
-
-
-def bin_dir() -> Path:
-    if os.environ.get("REALSTACK_BIN"):
-        return Path(os.environ["REALSTACK_BIN"])
-    out = subprocess.run(["bash", str(BUILD_SCRIPT), "--print"], capture_output=True,
-                         text=True, timeout=30, check=True)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def opa_binary() -> Path:
     """The opa binary, or fail (CI) / skip (elsewhere) with what to do."""
-    where = bin_dir()
-    binary = where / "opa"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    message = (f"no opa binary at {binary}: run tests/realstack/build.sh "
-               "(or set REALSTACK_BIN to a directory holding opa)")
-    if os.environ.get("CI"):
-        pytest.fail(message + " -- CI never skips the realstack tier", pytrace=False)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    try:
+        return binary("opa")
+    except ComponentMissing as exc:
+        if IN_CI:
+            pytest.fail(f"{exc} -- CI never skips the realstack tier", pytrace=False)
+        pytest.skip(str(exc))
 
 
 def run_opa_test(binary: Path, policy_dir: Path = POLICY_DIR,
@@ -80,7 +62,7 @@ class OpaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30, port: int = 0) -> "OpaServer":
+    def start(self, timeout: float = 30, port: int = 0) -> OpaServer:
         """Start on ``port`` (0: a free one) and wait until ``/health`` answers."""
         # A free port can be taken between our probe and OPA's bind: try again.
         for _ in range(1 if port else 3):

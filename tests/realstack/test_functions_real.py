@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from remediation.settings import (
     HTTPSettings,
     KubeSettings,
@@ -22,12 +21,12 @@ from remediation.settings import (
     Settings,
     VerifySettings,
 )
+
 from tests.realstack.components import ControlPlane
 from tests.realstack.fleet import (
     alert,
     deployment,
     pdb,
-    pods,
     ready_pods,
     rollout_complete,
     wait_for,
@@ -205,11 +204,8 @@ def test_fatal_xid_cordons_taints_and_drains_through_a_real_pdb(control_plane, g
         assert "nvidia.com/gpu-xid" in [t["key"] for t in n["spec"]["taints"]]
         # The victim was evicted through the Eviction API; the scheduler placed
         # its replacement on the one allowed GPU node left free, never on `node`.
-        now = wait_for("the replacement pod", lambda: (
-            lambda ps: ps if len(ps) == 2 and victim["metadata"]["uid"] not in
-            {p["metadata"]["uid"] for p in ps} and all(
-                p.get("spec", {}).get("nodeName") for p in ps) else None)(
-            pods(plane, ns, "vllm-x")))
+        now = ready_pods(plane, ns, "vllm-x", 2)
+        assert victim["metadata"]["uid"] not in {p["metadata"]["uid"] for p in now}
         assert free in {p["spec"]["nodeName"] for p in now}, now
         assert all(p["spec"]["nodeName"] != node for p in now), now
         assert out["verification"]["result"] == "succeeded", out["verification"]

@@ -20,26 +20,26 @@ import random
 import re
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from remediation.clients.opa import OpaServerPolicyEngine
 from remediation.clients.rego import EmbeddedPolicyEngine, load_policy_sources, run_rego_tests
 from remediation.errors import DependencyUnavailable, InvalidInput
 from remediation.guard.policy import decide, decision_from_document, policy_input
-from remediation.model import ObjectRef, Plan, Signal, Step, TYPE_ALERT_FIRING, freeze
+from remediation.model import TYPE_ALERT_FIRING, ObjectRef, Plan, Signal, Step, freeze
 from remediation.settings import PolicySettings
+
 from tests.realstack.opa_server import POLICY_DIR, OpaServer, opa_binary, run_opa_test
 
 pytestmark = [pytest.mark.realstack, pytest.mark.timeout(300)]
 
-NOW = datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 SIGNAL = Signal(event_id="e", source="/alertmanager/r", type=TYPE_ALERT_FIRING, status="firing",
                 name="VLLMEngineHung", labels=MappingProxyType({"namespace": "llm"}))
 DEFAULT_DATA = json.loads((POLICY_DIR / "data.json").read_text())
@@ -105,8 +105,8 @@ def test_opa_test_passes_every_policy_unit_test(opa_bin):
     tests the embedded runner (``remediate policy test``) runs."""
     result = run_opa_test(opa_bin)
     assert result.returncode == 0, result.stdout + result.stderr
-    passed = set(re.findall(r"^(?:data\.)?([\w.]+): PASS", result.stdout, re.M))
-    summary = re.search(r"^PASS: (\d+)/(\d+)$", result.stdout, re.M)
+    passed = set(re.findall(r"^(?:data\.)?([\w.]+): PASS", result.stdout, re.MULTILINE))
+    summary = re.search(r"^PASS: (\d+)/(\d+)$", result.stdout, re.MULTILINE)
     assert summary and summary.group(1) == summary.group(2), result.stdout
     embedded_results = run_rego_tests(POLICY_DIR)
     assert all(ok for _, ok, _ in embedded_results)
@@ -150,8 +150,8 @@ DECISIONS = [
 def test_real_opa_decides_through_the_product_adapter(real_opa, p, stats, allow, reason):
     server, local = adapter(real_opa.url), embedded()
     try:
-        kw = dict(actor="t", via="trigger", cluster="", self_namespace="remediation",
-                  dry_run=False, stats=stats, now=NOW)
+        kw = {"actor": "t", "via": "trigger", "cluster": "", "self_namespace": "remediation",
+              "dry_run": False, "stats": stats, "now": NOW}
         got = decide(server, p, SIGNAL, **kw)
         assert got.allow is allow and reason in got.reasons
         assert got.needs_approval is False and got.dry_run is False
@@ -227,7 +227,7 @@ def test_every_deny_rule_has_a_classifier():
     """A new deny rule in the policy must be added to RULES (and then the
     differential test proves both engines fire it)."""
     text = (POLICY_DIR / "remediation.rego").read_text()
-    assert len(re.findall(r"^deny contains ", text, re.M)) == len(RULES) + 1  # node: two rules
+    assert len(re.findall(r"^deny contains ", text, re.MULTILINE)) == len(RULES) + 1  # node: two rules
 
 
 ACTIONS = list(DEFAULT_DATA["remediation_config"]["actions"]) + ["rm-rf", "Rollout-Restart"]
@@ -261,7 +261,7 @@ def _number(rng: random.Random, around: int) -> Any:
 def _now(rng: random.Random) -> Any:
     """Instants around the operator profile's windows, in the product's
     format; a few in other RFC 3339 spellings or not times at all."""
-    base = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+    base = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
     when = base + timedelta(minutes=rng.randint(-60 * 24 * 3, 60 * 24 * 65))
     roll = rng.random()
     if roll < 0.85:
@@ -475,6 +475,7 @@ def test_end_to_end_real_opa_fault_means_no_action_and_a_retry(fleet, make_setti
     503 (the sender redelivers) and the Deployment untouched; once OPA is
     back the redelivery applies."""
     from remediation.cli import demo_dir
+
     from tests.plugins.app import BEARER
 
     doc = json.loads((demo_dir() / "events" / "01-vllm-hung.json").read_text())

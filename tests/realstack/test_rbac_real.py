@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from remediation.settings import (
     HTTPSettings,
     KubeSettings,
@@ -24,6 +23,7 @@ from remediation.settings import (
     Settings,
     VerifySettings,
 )
+
 from tests.realstack.components import ControlPlane, kubeconfig_for
 from tests.realstack.fleet import alert, deployment, ready_pods
 from tests.realstack.test_functions_real import BEARER, post, uncordon
@@ -49,7 +49,7 @@ NEVER = [("get", "", "secrets", ""), ("list", "", "secrets", ""),
          ("delete", "", "nodes", ""), ("delete", "", "namespaces", "")]
 NOT_MINE: dict[str, list[tuple[str, str, str, str]]] = {
     "restart-engine": [("create", "", "pods", "eviction"), ("patch", "", "nodes", "")],
-    "drain-gpu-node": [("delete", "", "pods", ""), ("patch", "apps", "deployments", "scale")],
+    "drain-gpu-node": [("patch", "apps", "deployments", "scale")],
     "rebalance-gpu-pods": [("patch", "", "nodes", ""), ("patch", "apps", "deployments", ""),
                            ("delete", "", "pods", "")],
     "scale-engine": [("patch", "", "nodes", ""), ("create", "", "pods", "eviction"),
@@ -162,11 +162,33 @@ def test_drain_acts_with_its_own_token(control_plane, gpu_fleet, rbac_applied, n
         out = post(app, alert("GPUXidError", {"Hostname": node, "xid": "79", "gpu": "2"}))
         assert out["status"] in ("applied", "partial"), out
         assert plane.read(f"/api/v1/nodes/{node}")["spec"]["unschedulable"] is True
-        writes = [e for e in plane.audit_events()
-                  if e.get("objectRef", {}).get("resource") == "nodes"
-                  and e["objectRef"].get("name") == node and e["verb"] == "patch"]
-        assert writes[-1]["user"]["username"] == \
-            "system:serviceaccount:remediation:drain-gpu-node"
+        writers = {e["user"]["username"] for e in plane.audit_events()
+                   if e.get("objectRef", {}).get("resource") == "nodes"
+                   and e["objectRef"].get("name") == node and e["verb"] == "patch"}
+        assert "system:serviceaccount:remediation:drain-gpu-node" in writers, writers
+        assert "admin" not in writers
     finally:
         uncordon(plane, node)
+
+
+def test_an_application_xid_restarts_the_workload_with_the_drain_functions_token(
+        control_plane, gpu_fleet, rbac_applied, namespace, serve_app, tmp_path):
+    """Xid 13 restarts the GPU pod's Deployment: the drain function's own
+    ServiceAccount needs the restart's rights (the emulator does not enforce
+    RBAC; this test found them missing and 403 on a real cluster)."""
+    plane, ns = control_plane, namespace
+    node = gpu_fleet["gpu"][3]
+    dep = deployment(ns, "vllm-x13", 1)
+    dep["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    plane.create(f"/apis/apps/v1/namespaces/{ns}/deployments", dep)
+    ready_pods(plane, ns, "vllm-x13", 1)
+    token = sa_token(plane, "drain-gpu-node")
+    app = serve_app(settings_as(plane, tmp_path, "drain-gpu-node", token, "drain-gpu-node"))
+
+    out = post(app, alert("GPUXidError", {"Hostname": node, "xid": "13", "gpu": "0"}))
+
+    assert out["status"] == "applied", out
+    dep = plane.read(f"/apis/apps/v1/namespaces/{ns}/deployments/vllm-x13")
+    assert "kubectl.kubernetes.io/restartedAt" in dep["spec"]["template"]["metadata"]["annotations"]
+    assert not plane.read(f"/api/v1/nodes/{node}")["spec"].get("unschedulable")
 

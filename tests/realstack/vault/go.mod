@@ -1,10 +1,11 @@
 // Pins the Vault server of the realstack tier. OpenBao is not served by the
-// Go module proxy here (every version refused: 403), so this is Vault 1.14.0,
+// Go module proxy here (every version refused: 403), so this is Vault 1.13.13,
 // released under the MPL-2.0 licence, with the Kubernetes auth method and the
 // Kubernetes secrets engine built in. Vault's go.mod points its own api and
-// sdk modules at local directories; 1.14.0 is the release whose required sdk
-// version is the exact code it was built with (later 1.14.x patch releases
-// require an sdk tag from another branch and do not compile against it).
+// sdk modules at local directories, so the published sdk version its go.mod
+// requires must match its code: 1.14.x requires sdk versions that do not
+// (v0.10.2 renamed EventSender.Send; the 1.14.0 pseudo-version lacks WrapKey),
+// 1.13.13 requires the tagged sdk v0.8.1.
 module github.com/remediation/realstack/vault
 
 go 1.26.0
