@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast realstack lint bench clean
+.PHONY: demo test test-fast realstack lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ realstack:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## bench-scale: a 10- and a 1,000-GPU-node fleet on the real control plane
+## (kwok), API requests and latency per remediation, the emulator beside it
+bench-scale: $(STAMP) realstack
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -36,6 +36,9 @@ HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 IN_CI = bool(os.environ.get("CI"))
 ADMIN_TOKEN = "realstack-admin-4f7d2a"
+#: a cluster-admin identity of its own for the product under measurement, so
+#: the audit log tells its requests from the fixtures' (user "remediator")
+REMEDIATOR_TOKEN = "realstack-remediator-c81e"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
@@ -178,7 +181,9 @@ AUDIT_POLICY = {
     "rules": [
         {"level": "None", "verbs": ["get", "list", "watch"]},
         {"level": "None", "users": ["system:kube-scheduler", "system:kube-controller-manager",
-                                    "system:apiserver"]},
+                                    "system:apiserver", "kwok"]},
+        # the controllers, each with its own ServiceAccount in kube-system
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
         {"level": "None", "resources": [{"group": "coordination.k8s.io",
                                          "resources": ["leases"]}],
          "namespaces": ["kube-system", "kube-node-lease"]},
@@ -196,6 +201,10 @@ class ControlPlane:
     """A real Kubernetes control plane on loopback for one test session."""
 
     root: Path
+    #: audit reads too (get/list) of the "remediator" user, for the scale bench
+    audit_reads: bool = False
+    #: client QPS of the controller-manager and scheduler (fleets of thousands of pods)
+    controller_qps: int = 50
     processes: list[Process] = field(default_factory=list)
     url: str = ""
     kubeconfig: Path = Path()
@@ -216,13 +225,18 @@ class ControlPlane:
         # Each system component has its own identity; the admin is system:masters.
         tokens = [
             (ADMIN_TOKEN, "admin", "admin", "system:masters"),
+            (REMEDIATOR_TOKEN, "remediator", "remediator", "system:masters"),
             ("realstack-kcm-91c2", "system:kube-controller-manager", "kcm", ""),
             ("realstack-sched-7b3e", "system:kube-scheduler", "scheduler", ""),
             ("realstack-kwok-2d8a", "kwok", "kwok", "system:masters"),
         ]
         (pki / "tokens.csv").write_text("".join(
             f'{t},{u},{uid},"{g}"\n' if g else f"{t},{u},{uid}\n" for t, u, uid, g in tokens))
-        (self.root / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        policy = AUDIT_POLICY
+        if self.audit_reads:
+            policy = {**AUDIT_POLICY, "rules": [
+                {"level": "Metadata", "users": ["remediator"]}, *AUDIT_POLICY["rules"]]}
+        (self.root / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd = start("etcd", [
@@ -282,6 +296,8 @@ class ControlPlane:
             f"--root-ca-file={pki / 'ca.crt'}",
             # Each controller acts as its own ServiceAccount, as kubeadm runs it.
             "--use-service-account-credentials=true",
+            f"--kube-api-qps={self.controller_qps}",
+            f"--kube-api-burst={self.controller_qps * 2}",
             # Fast enough for tests: a drained node's pods are replaced in seconds.
             "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--v=1",
@@ -292,6 +308,8 @@ class ControlPlane:
             f"--authorization-kubeconfig={sched_cfg}",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             "--leader-elect=false", "--v=1",
+            f"--kube-api-qps={self.controller_qps}",
+            f"--kube-api-burst={self.controller_qps * 2}",
         ], logs))
         self.processes.append(start("kwok", [
             str(binary("kwok")), f"--kubeconfig={kwok_cfg}",
