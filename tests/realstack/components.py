@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -91,12 +90,6 @@ class Process:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
-
-    def pause(self) -> None:
-        os.kill(self.popen.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.popen.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is not None:
@@ -407,6 +400,3 @@ class ControlPlane:
             proc.stop()
         self.processes.clear()
 
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from remediation.events.alertmanager import alertmanager_to_events
 from remediation.events.binding import to_binary
+
 from tests.realstack.components import ControlPlane
 from tests.realstack.fleet import alert, deployment, wait_for
 from tests.realstack.opa_server import OpaServer, opa_binary
