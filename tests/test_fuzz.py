@@ -290,7 +290,9 @@ OBJECT_FIELDS = [("alerts", 0), ("alerts", 0, "labels"), ("alerts", 0, "annotati
 @FUZZ
 @given(data=st.data())
 def test_alertmanager_wrong_types_are_rejected(env, data):
-    """A wrong type anywhere in a payload aimed at a real engine: 400, no action."""
+    """A wrong type anywhere in a payload aimed at a real engine: no action; a
+    wrong type in the group answers 400, one in an alert rejects that alert
+    (200, outcome ``rejected`` with the path; the rest of a group goes ahead)."""
     doc = payload("01-vllm-hung")
     doc["alerts"][0]["fingerprint"] = unique_fingerprint()
     kind = data.draw(st.sampled_from(["string", "object", "alerts", "truncated",
@@ -314,7 +316,13 @@ def test_alertmanager_wrong_types_are_rejected(env, data):
     resp = env.post("/webhooks/alertmanager", content=dumps(set_path(doc, path, value)),
                     headers={**AUTH, "Content-Type": "application/json"})
     check(env, resp)
-    assert resp.status_code == 400, (path, value, resp.text[:300])
+    if path[0] == "alerts" and len(path) > 1:
+        assert resp.status_code == 200, (path, value, resp.text[:300])
+        [outcome] = resp.json()["outcomes"]
+        assert outcome["status"] == "rejected", outcome
+        assert outcome["reasons"][0].startswith("alerts[0]"), outcome
+    else:
+        assert resp.status_code == 400, (path, value, resp.text[:300])
 
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -334,8 +342,9 @@ def valid_name(label: str, value: str) -> bool:
 @given(label=st.sampled_from(NAME_LABELS), value=hostile_text, with_good=st.booleans())
 def test_alertmanager_hostile_object_names_never_act(env, label, value, with_good):
     """Hostile, foreign or lookalike names in the labels that choose the target:
-    never an action; an invalid name rejects the whole payload (all or nothing),
-    even when a valid alert for a real engine rides along."""
+    never an action; an invalid name rejects its alert (``rejected``, with the
+    label named) while a valid alert riding along is judged on its own (here
+    on a ghost pod, so that judging it acts on nothing either)."""
     assume(value and value not in ("llm-serving", "vllm-llama-7b-6d4f8b9c7-x2x9k"))
     doc = payload("01-vllm-hung")
     alert = doc["alerts"][0]
@@ -347,12 +356,18 @@ def test_alertmanager_hostile_object_names_never_act(env, label, value, with_goo
     if with_good and invalid:
         good = copy.deepcopy(payload("01-vllm-hung")["alerts"][0])
         good["fingerprint"] = unique_fingerprint()
+        good["labels"]["pod"] = "ghost-pod-0"
         doc["alerts"].append(good)
     resp = env.post("/webhooks/alertmanager", content=dumps(doc),
                     headers={**AUTH, "Content-Type": "application/json"})
     check(env, resp)
     if invalid:
-        assert resp.status_code == 400, (label, value, resp.text[:300])
+        assert resp.status_code == 200, (label, value, resp.text[:300])
+        outcomes = resp.json()["outcomes"]
+        assert outcomes[0]["status"] == "rejected", outcomes
+        assert f"alerts[0].labels.{label}" in outcomes[0]["reasons"][0], outcomes
+        if with_good:
+            assert outcomes[1]["status"] not in ("rejected", "retry"), outcomes
 
 
 @FUZZ

@@ -89,11 +89,15 @@ def test_the_snapshot_stand_checks_outcomes_and_reports_objects_not_checked(snap
 
 def test_the_virtual_clock_drives_the_healthy_delay_and_timestamps(stand):
     report = run_scenario(load_scenario(scenario_file("recovery")), stand)
-    first, second, _ = report.deliveries
-    # the same resolved alert, delivered at t+0 and t+300: only the clock differs
-    assert first.outcomes[0].status.value == "retry"
+    first, resent, early, due, *_ = report.deliveries
+    # the resolved alert is answered at once and scheduled; the sweeps at
+    # t+120 and t+245 differ only by the clock: the first finds nothing due
+    assert first.outcomes[0].status.value == "scheduled"
     assert "healthy for 60s" in first.outcomes[0].reasons[0]
-    assert second.outcomes[0].status.value == "applied"
+    assert "2026-11-01T09:35:00Z" in first.outcomes[0].reasons[-1]  # endsAt 09:30 + 300 s
+    assert resent.outcomes[0].status.value == "duplicate"
+    assert early.outcomes == []
+    assert [o.status.value for o in due.outcomes] == ["applied"]
 
 
 def _doc(stem: str) -> dict[str, Any]:
@@ -167,7 +171,7 @@ EVENT = '{at: 0, file: "demo:01-vllm-hung.json", expect: applied}'
      f'expect: applied}}, {{at: 1, file: "demo:01-vllm-hung.json"}}]'), "events[1].at",
      "before the previous"),
     (f"name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, expect: applied}}]", "events[0].file",
-     "exactly one of file, body or approve"),
+     "exactly one of file, body, approve or sweep"),
     (f'name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, file: "demo:nope.json"}}]',
      "events[0].file", "cannot read"),
     (f"name: x\nsnapshot: {DEMO}\nevents: [{{at: 0, body: {{hello: 1}}}}]", "events[0].body",

@@ -647,33 +647,47 @@ def _matchers(route: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
 
 
 def test_alertmanager_example_receiver() -> None:
-    from remediation.routing import load_routes
+    from remediation.events.alertmanager import BYTES_PER_ALERT, max_alerts_for
+    from remediation.routing import load_routes, parse_matcher
+    from remediation.settings import HTTPSettings
 
     config = _alertmanager_example()
     receivers = {r["name"]: r for r in config["receivers"]}
     routes = [r for r in config["route"]["routes"] if r["receiver"] in receivers
               and receivers[r["receiver"]].get("webhook_configs")]
-    assert len(routes) == 1
-    route = routes[0]
-    hooks = receivers[route["receiver"]]["webhook_configs"]
+    assert len(routes) == 2
+    assert all(r.get("continue") is True for r in routes), "humans are still paged"
+    by_label, by_name = routes
+    hooks = receivers[by_label["receiver"]]["webhook_configs"]
     assert len(hooks) == 1
     hook = hooks[0]
     assert hook["url"].endswith("/webhooks/alertmanager")
     assert "webhook-adapter.remediation" in hook["url"]
-    assert hook["send_resolved"] is True and hook["max_alerts"] == 0
+    assert hook["send_resolved"] is True
+    # max_alerts keeps a notification under the adapter's body limit (and 0,
+    # every alert, is what made a 4,000-alert group answer 413 forever)
+    assert 0 < hook["max_alerts"] <= max_alerts_for(HTTPSettings().max_body_bytes)
+    assert hook["max_alerts"] * BYTES_PER_ALERT < HTTPSettings().max_body_bytes
     auth = hook["http_config"]["authorization"]
     assert auth["type"] == "Bearer" and auth["credentials_file"].startswith("/")
     assert "credentials" not in auth, "no inline secrets in examples"
 
-    # The route's alertname matcher (Alertmanager anchors regexes) selects
-    # exactly the alerts the shipped routes table remediates.
-    regexes = [v for label, op, v in _matchers(route) if label == "alertname" and op == "=~"]
-    assert len(regexes) == 1
-    pattern = re.compile(f"^(?:{regexes[0]})$")
+    def selects(route: dict[str, Any], labels: dict[str, str]) -> bool:
+        return all(parse_matcher(m).matches(labels) for m in route["matchers"])
+
+    # route 1 takes every alert whose remediation label names a function
+    from remediation.actions.catalogue import CATALOGUE
+    for function in CATALOGUE:
+        assert selects(by_label, {"alertname": "Anything", "remediation": function})
+    assert not selects(by_label, {"alertname": "Watchdog"})
+    # route 2 takes the routes table's alert names that carry no label, and
+    # never an alert route 1 took (no double notification)
     routed = set(load_routes().alerts)
     assert routed, "routes table is empty"
-    assert {a for a in routed if not pattern.match(a)} == set()
-    assert not pattern.match("Watchdog") and not pattern.match("KubePodCrashLooping")
+    assert {a for a in routed if not selects(by_name, {"alertname": a})} == set()
+    assert not selects(by_name, {"alertname": "VLLMEngineHung", "remediation": "restart-engine"})
+    assert not selects(by_name, {"alertname": "Watchdog"})
+    assert not selects(by_name, {"alertname": "KubePodCrashLooping"})
 
 
 def test_splunk_example_documents_token_url_and_allow_list() -> None:

@@ -6,13 +6,23 @@ Routes:
   gets a batch of outcomes. Any retryable outcome answers 503 so Knative
   redelivers (finished items then come back as duplicates).
 - ``POST /webhooks/alertmanager``: bearer or basic auth, as Alertmanager's
-  ``http_config`` sends; converts the group to one event per alert.
+  ``http_config`` sends; converts the group to one event per alert and
+  judges each alert on its own: a bad one is answered ``rejected`` with its
+  reason in the reply, the others go ahead, and the group's answer is 200
+  unless an alert needs a retry (503). Alertmanager 0.25 re-sends a group
+  after a 4xx too (not within the attempt, but at every ``group_interval``
+  while the group has alerts), so a 400 for one alert would hold back the
+  others forever. ``truncatedAlerts`` is logged, counted and echoed.
 - ``POST /webhooks/splunk/<token>`` (or ``?token=``): Splunk cannot send
   headers, so the secret rides in the URL.
 - ``GET /health/liveness``, ``/health/readiness``.
 
+- ``GET /metrics``: counters in the Prometheus text format.
+
 Malformed input gets a 400 JSON error naming the problem and never reaches
-the pipeline; bodies over the limit get 413 before they are read.
+the pipeline; bodies over the limit get 413 before they are read. Every 4xx
+is logged with its reason (one JSON line, no path: Splunk's token rides in
+it); every outcome is logged by :mod:`.dispatch`.
 """
 
 from __future__ import annotations
@@ -22,14 +32,17 @@ import hmac
 import json
 import logging
 import os
+import threading
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 from collections.abc import Callable
 
 from flask import Flask, Response, request
 
-from .dispatch import handle_event, handle_events, http_status
+from .dispatch import handle_event, handle_events, http_status, log_outcome
 from .errors import InvalidInput
-from .events.alertmanager import alertmanager_to_events
+from .events.alertmanager import SOURCE_PREFIX, convert_alertmanager, max_alerts_for
 from .events.binding import event_dict, load_json, parse_http, to_batch, to_binary
 from .events.outcome import outcome_event
 from .events.splunk import splunk_to_event
@@ -38,6 +51,9 @@ from .pipeline import Pipeline
 from .settings import Settings
 
 log = logging.getLogger("remediation.app")
+
+#: A Knative PingSource's event type: the tick that runs the sweep.
+PING_TYPE = "dev.knative.sources.ping"
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -49,7 +65,41 @@ def _error(status: int, error: str, message: str, attribute: str | None = None) 
     body = {"error": error, "message": message}
     if attribute:
         body["attribute"] = attribute
+    if 400 <= status < 500:
+        # One line per refusal; the endpoint's name, never the path (Splunk's
+        # token rides in it) and never a header.
+        try:
+            endpoint = request.endpoint or "-"
+        except RuntimeError:  # outside a request
+            endpoint = "-"
+        log.warning("%s", json.dumps({"http_status": status, "endpoint": endpoint, **body},
+                                     separators=(",", ":")))
     return _json(body, status)
+
+
+class Counters:
+    """Monotonic counters for ``GET /metrics`` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+
+    def add(self, name: str, value: int = 1, **labels: str) -> None:
+        with self._lock:
+            self._values[(name, tuple(sorted(labels.items())))] += value
+
+    def get(self, name: str, **labels: str) -> int:
+        with self._lock:
+            return self._values[(name, tuple(sorted(labels.items())))]
+
+    def render(self) -> str:
+        with self._lock:
+            items = sorted(self._values.items())
+        lines = []
+        for (name, labels), value in items:
+            text = ",".join(f'{k}="{v}"' for k, v in labels)
+            lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
+        return "\n".join(lines) + "\n"
 
 
 def _same(given: str, expected: str) -> bool:
@@ -66,17 +116,33 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         from .runtime import build_pipeline
 
         pipeline = (pipeline_factory or build_pipeline)(settings)
+    from .runtime import describe
+
+    log.info("serving with %s", json.dumps(describe(pipeline), separators=(",", ":")))
+    if not settings.served_clusters:
+        log.warning("no cluster allow-list: an event naming any cluster is planned against "
+                    "this instance's cluster (set REMEDIATION_CLUSTERS)")
     http = settings.http
     app = Flask("remediation")
     routes = pipeline.routes
+    if not routes.functions:  # the alert's remediation label may name any known function
+        routes = replace(routes, functions=frozenset(pipeline.catalogue))
+
+    counters = Counters()
+    too_large_msg = f"body exceeds {http.max_body_bytes} bytes"
+    # Alertmanager re-sends the same group at every group_interval: say what to change
+    too_large_am = (f"{too_large_msg}; Alertmanager re-sends this group at every group_interval "
+                    f"and gets 413 again: set max_alerts: {max_alerts_for(http.max_body_bytes)}"
+                    " (or less) in its webhook_config")
 
     def read_body() -> bytes | Response:
+        message = too_large_am if request.endpoint == "alertmanager" else too_large_msg
         length = request.content_length
         if length is not None and length > http.max_body_bytes:
-            return _error(413, "too-large", f"body exceeds {http.max_body_bytes} bytes")
+            return _error(413, "too-large", message)
         body = request.stream.read(http.max_body_bytes + 1)
         if len(body) > http.max_body_bytes:
-            return _error(413, "too-large", f"body exceeds {http.max_body_bytes} bytes")
+            return _error(413, "too-large", message)
         return body
 
     def reply(outcomes: list[Outcome], *, batch: bool) -> Response:
@@ -92,14 +158,23 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         headers, body = to_batch(events) if batch else to_binary(events[0])
         return Response(body, status=200, headers=headers)
 
-    def run_webhook(events: list[Any]) -> Response:
+    def run_webhook(events: list[Any], rejected: list[Outcome] | None = None,
+                    extra: dict[str, Any] | None = None) -> Response:
+        """Handle (or forward) the events; ``rejected``: alerts of the same
+        group refused one by one, reported beside the others."""
+        rejected = rejected or []
         if http.sink:
             from .forward import forward_events
 
-            return forward_events(events, http)
-        outcomes = handle_events(pipeline, events, via="webhook")
+            return forward_events(events, http, rejected=[
+                {"event_id": o.event_id, "reasons": list(o.reasons)} for o in rejected],
+                extra=extra)
+        outcomes = rejected + handle_events(pipeline, events, via="webhook")
+        for o in outcomes:
+            counters.add("remediation_outcomes_total", status=o.status.value,
+                         function=o.function or "none")
         status = http_status(outcomes)
-        summary = {"received": len(events),
+        summary = {"received": len(events) + len(rejected), **(extra or {}),
                    "outcomes": [{"status": o.status.value, "function": o.function,
                                  "event_id": o.event_id, "reasons": list(o.reasons),
                                  "target": o.target.as_dict() if o.target else None,
@@ -108,6 +183,8 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                                  **({"approval": dict(o.approval)} if o.approval else {})}
                                 for o in outcomes]}
         headers = {"Retry-After": "5"} if status == 503 else {}
+        # 400 (every alert rejected) is answered 200 too: nothing in the group
+        # gets better by being re-sent, and the reasons are in the body and log.
         return _json(summary, 200 if status == 400 else status, headers)
 
     dead_letter_mode = "dead-letter" in settings.functions
@@ -151,12 +228,27 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
             return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
         if dead_letter_mode:
             return keep_dead_letters(events)
+        if len(events) == 1 and events[0].get_type() == PING_TYPE:
+            return run_sweep()
         batch = ctype == "application/cloudevents-batch+json"
         if batch:
             outcomes = handle_events(pipeline, events, via="trigger")
         else:
             outcomes = [handle_event(pipeline, events[0], via="trigger")]
         return reply(outcomes, batch=batch)
+
+    def run_sweep() -> Response:
+        """A PingSource's tick: run the scheduled work that is due (recovery
+        after the healthy delay). It only ever acts on what the ledger holds,
+        so a stray ping can do no more than an early sweep; no reply event."""
+        outcomes = pipeline.sweep()
+        for o in outcomes:
+            log_outcome(o, via="sweep")
+        return _json({"swept": len(outcomes),
+                      "outcomes": [{"status": o.status.value, "function": o.function,
+                                    "event_id": o.event_id, "reasons": list(o.reasons),
+                                    "target": str(o.target) if o.target else None}
+                                   for o in outcomes]}, 200)
 
     def parse_json(body: bytes) -> Any:
         return load_json(body, "body", "body")
@@ -169,10 +261,29 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         if isinstance(body, Response):
             return body
         try:
-            events = alertmanager_to_events(parse_json(body), routes=alert_route)
+            # the body limit binds first; a minimal alert is about 100 bytes
+            converted = convert_alertmanager(parse_json(body), routes=alert_route,
+                                             max_alerts=max(1, http.max_body_bytes // 64))
         except InvalidInput as exc:
             return _error(400, "invalid-alertmanager-payload", str(exc), exc.attribute)
-        return run_webhook(events)
+        extra: dict[str, Any] = {}
+        if converted.truncated:
+            counters.add("remediation_alertmanager_truncated_alerts_total", converted.truncated)
+            receiver = converted.events[0].get_source() if converted.events else ""
+            log.warning("%s", json.dumps({
+                "truncated_alerts": converted.truncated, "received": len(converted.events)
+                + len(converted.rejected), "receiver": receiver.removeprefix(SOURCE_PREFIX),
+                "message": "Alertmanager left alerts out of this notification (max_alerts): "
+                           "they are not acted on until a later notification carries them"},
+                separators=(",", ":")))
+            extra["truncated_alerts"] = converted.truncated
+        rejected = []
+        for r in converted.rejected:
+            outcome = Outcome(status=Status.REJECTED, function="", event_id=r.event_id,
+                              event_source="/webhooks/alertmanager", reasons=(r.reason,))
+            log_outcome(outcome, alertname=r.alertname, via="webhook")
+            rejected.append(outcome)
+        return run_webhook(converted.events, rejected, extra)
 
     @app.post("/webhooks/splunk")
     @app.post("/webhooks/splunk/<token>")
@@ -190,7 +301,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         return run_webhook([event])
 
     def alert_route(name: str, labels: Any) -> str:
-        return routes.function_for(name)
+        return routes.function_for(name, labels=labels)
 
     def search_route(name: str, labels: Any) -> str:
         return routes.function_for(name, splunk=True)
@@ -208,6 +319,10 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
             return (_same(user, http.alertmanager_basic_user)
                     and _same(password, http.alertmanager_basic_password.reveal()))
         return False
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(counters.render(), status=200, mimetype="text/plain; version=0.0.4")
 
     @app.get("/health/liveness")
     @app.get("/healthz")
@@ -236,4 +351,5 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         return _error(500, "internal-error", "internal error; the event was not acted on")
 
     app.extensions["remediation.pipeline"] = pipeline
+    app.extensions["remediation.counters"] = counters
     return app

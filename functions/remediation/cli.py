@@ -1,7 +1,8 @@
 """``remediate``: replay events by hand, serve the app, run the demo.
 
     remediate replay PATH... [--cluster SNAPSHOT] [--kubeconfig FILE] [--apply] [--json]
-    remediate serve [--host H] [--port P]
+    remediate serve [--host H] [--port P] [--ledger FILE] [--sweep-every SECONDS]
+    remediate sweep [--json]
     remediate demo
     remediate replay --from-dlq [ID...] [--store FILE] [--sink URL] [...]
     remediate dlq list [--store FILE] [--json]
@@ -47,7 +48,9 @@ def detect_events(doc: Any, *, where: str) -> list[Any]:
     from .events.splunk import splunk_to_event
     from .routing import load_routes
 
-    routes = load_routes(os.environ.get("REMEDIATION_ROUTES_FILE", ""))
+    from .actions.catalogue import CATALOGUE
+
+    routes = load_routes(os.environ.get("REMEDIATION_ROUTES_FILE", ""), known=set(CATALOGUE))
 
     def one(item: Any, at: str) -> list[Any]:
         if not isinstance(item, dict):
@@ -55,7 +58,8 @@ def detect_events(doc: Any, *, where: str) -> list[Any]:
         if "specversion" in item:
             return [event_from_dict(item)]
         if "alerts" in item and "version" in item:
-            return alertmanager_to_events(item, routes=lambda n, _l: routes.function_for(n))
+            return alertmanager_to_events(item, routes=lambda n, labels: routes.function_for(
+                n, labels=labels))
         if "sid" in item and "result" in item:
             return [splunk_to_event(item, routes=lambda n, _l: routes.function_for(n, splunk=True))]
         raise InvalidInput(f"{at}: not an Alertmanager payload, a Splunk payload or a "
@@ -244,6 +248,57 @@ def demo(out: TextIO, err: TextIO) -> int:
     return code
 
 
+def default_ledger_path(env: Any = os.environ) -> str:
+    """Where ``remediate serve`` keeps its ledger unless told otherwise."""
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "inference-remediation" / "ledger.sqlite")
+
+
+IN_MEMORY = ("memory", ":memory:")
+
+
+def serve_settings(args: argparse.Namespace, env: Any = os.environ) -> Settings:
+    """``remediate serve`` acts on a live cluster: its ledger persists (a
+    restart must not forget what was done). ``--ledger memory`` is accepted
+    in dry run only."""
+    settings = Settings.from_env(env)
+    path = (args.ledger or settings.ledger.path or default_ledger_path(env)).strip()
+    if path.lower() in IN_MEMORY:
+        if not settings.dry_run:
+            raise InvalidInput("refusing to act (REMEDIATION_DRY_RUN=false) with an in-memory "
+                               "ledger: a restart would forget what was done and act again; "
+                               "give --ledger FILE or REMEDIATION_LEDGER (a file, or "
+                               "'kubernetes')", "ledger")
+        path = ""
+    elif path.lower() not in ("kubernetes", "k8s", "lease", "leases"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return replace(settings, ledger=replace(settings.ledger, path=path))
+
+
+def sweep(settings: Settings, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """Run what the ledger has scheduled and is due (recovery after the
+    healthy delay): once; on Knative a PingSource asks the function instead."""
+    from .dispatch import log_outcome
+    from .runtime import build_pipeline, close_pipeline
+
+    _ledger_note(settings, err)
+    try:
+        pipeline = build_pipeline(settings)
+    except RemediationError as exc:
+        err.write(f"remediate: cannot start: {exc}\n")
+        return EXIT_INVALID
+    try:
+        outcomes = pipeline.sweep()
+    finally:
+        close_pipeline(pipeline)
+    for o in outcomes:
+        log_outcome(o, via="sweep")
+    if not outcomes and not as_json:
+        out.write("nothing is due\n")
+        return EXIT_OK
+    return _report(outcomes, as_json=as_json, out=out, err=err)
+
+
 def _ledger_note(settings: Settings, err: TextIO) -> None:
     if not settings.ledger.path:
         err.write("remediate: REMEDIATION_LEDGER is not set: the ledger is in-memory, so "
@@ -334,6 +389,48 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
     return _exit_for(outcome)
 
 
+def serve(args: argparse.Namespace) -> int:
+    """The HTTP app under waitress, with a persistent ledger and a sweep thread."""
+    import threading
+
+    import waitress
+
+    from .app import create_app
+    from .runtime import build_pipeline
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        settings = serve_settings(args)
+        pipeline = build_pipeline(settings)
+    except RemediationError as exc:
+        sys.stderr.write(f"remediate: cannot serve: {exc}\n")
+        return EXIT_INVALID
+    app = create_app(settings, pipeline)
+    stop = threading.Event()
+    if args.sweep_every > 0:
+        threading.Thread(target=sweep_forever, args=(pipeline, args.sweep_every, stop),
+                         name="sweep", daemon=True).start()
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=8)
+    finally:
+        stop.set()
+    return EXIT_OK
+
+
+def sweep_forever(pipeline: Any, every: float, stop: Any) -> None:
+    """Sweep every ``every`` seconds until ``stop`` is set (a failing sweep is
+    logged and tried again at the next tick)."""
+    from .dispatch import log_outcome
+
+    log = logging.getLogger("remediation.sweep")
+    while not stop.wait(every):
+        try:
+            for o in pipeline.sweep():
+                log_outcome(o, via="sweep")
+        except Exception as exc:  # noqa: BLE001 - keep sweeping
+            log.warning("sweep failed: %s: %s", type(exc).__name__, exc)
+
+
 def _exit_for(outcome: Outcome) -> int:
     if outcome.status is Status.REJECTED:
         return EXIT_INVALID
@@ -363,6 +460,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("serve", help="serve the HTTP app locally (waitress)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--ledger", default="", metavar="FILE",
+                   help="SQLite ledger file, or 'kubernetes' (default: REMEDIATION_LEDGER, else "
+                        "~/.local/state/inference-remediation/ledger.sqlite); 'memory' only in "
+                        "dry run")
+    s.add_argument("--sweep-every", type=float, default=30.0, metavar="SECONDS",
+                   help="run scheduled work (recovery after the healthy delay) this often; "
+                        "0: never (a PingSource or `remediate sweep` does it)")
+    sw = sub.add_parser("sweep", help="run scheduled work that is due (recovery after the "
+                                      "healthy delay), once")
+    sw.add_argument("--json", action="store_true")
     sub.add_parser("demo", help="replay the bundled alerts against the bundled fleet")
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -428,13 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return approve(args.id, args.by, settings, send_to=args.send, function=args.function,
                        as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.command == "serve":
-        import waitress
-
-        from .app import create_app
-
-        logging.getLogger().setLevel(logging.INFO)
-        waitress.serve(create_app(), host=args.host, port=args.port, threads=8)
-        return EXIT_OK
+        return serve(args)
+    if args.command == "sweep":
+        return sweep(Settings.from_env(os.environ), as_json=args.json, out=sys.stdout,
+                     err=sys.stderr)
     if args.command == "policy":
         from .clients.rego import run_rego_tests
 

@@ -1,11 +1,20 @@
 """From CloudEvents to outcomes: the glue shared by the HTTP app and the CLI.
 
-Pure apart from what the pipeline's ports do.
+Every outcome is logged as one JSON line on the ``remediation.outcome``
+logger (INFO; WARNING for ``retry``/``failed``/``partial``/``rejected``):
+``event_id``, ``alertname``, ``function``, ``status``, ``target``,
+``reasons``, ``traceparent`` (never a credential: outcomes carry none). With
+``REMEDIATION_OUTCOME_SINK_ALL`` every outcome (not only ``applied`` and
+approval requests) also goes to the outcome sink.
+
+Pure apart from what the pipeline's ports do and the log.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +22,45 @@ from .errors import InvalidInput
 from .events.signal import signal_from_event
 from .guard.approval import verify_approval
 from .model import TYPE_APPROVAL_GRANTED, Outcome, Status
-from .pipeline import Pipeline
+from .pipeline import REPLY_VIAS, Pipeline
+
+outcome_log = logging.getLogger("remediation.outcome")
+_LOUD = frozenset({Status.RETRY, Status.FAILED, Status.PARTIAL, Status.REJECTED})
+
+
+def outcome_record(outcome: Outcome, *, alertname: str = "", via: str = "") -> dict[str, Any]:
+    """The fields of an outcome's log line (plain JSON)."""
+    record: dict[str, Any] = {
+        "event_id": outcome.event_id, "alertname": alertname, "function": outcome.function,
+        "status": outcome.status.value, "target": str(outcome.target) if outcome.target else "",
+        "reasons": list(outcome.reasons)[:10], "traceparent": outcome.traceparent, "via": via}
+    if outcome.plan is not None:
+        record["action"] = outcome.plan.action
+    if outcome.verification:
+        record["verification"] = str(outcome.verification.get("result") or "")
+    return record
+
+
+def log_outcome(outcome: Outcome, *, alertname: str = "", via: str = "") -> None:
+    level = logging.WARNING if outcome.status in _LOUD else logging.INFO
+    if outcome_log.isEnabledFor(level):
+        outcome_log.log(level, "%s", json.dumps(outcome_record(outcome, alertname=alertname,
+                                                               via=via),
+                                                separators=(",", ":"), default=str))
+
+
+def report(pipeline: Pipeline, outcome: Outcome, *, alertname: str = "", via: str = "") -> Outcome:
+    """Log the outcome and, when asked, send it to the outcome sink."""
+    log_outcome(outcome, alertname=alertname, via=via)
+    settings = getattr(pipeline, "settings", None)
+    publish = getattr(pipeline, "publish", None)
+    if (settings is not None and settings.http.outcome_sink_all and publish is not None
+            and not (outcome.status is Status.PENDING and via not in REPLY_VIAS)):
+        try:  # an approval request on a path without a reply was published already
+            publish(outcome)
+        except Exception as exc:  # noqa: BLE001 - the reply still carries the outcome
+            outcome_log.warning("could not publish outcome %s: %s", outcome.event_id, exc)
+    return outcome
 
 
 def _attr(event: Any, getter: str) -> str:
@@ -25,7 +72,14 @@ def _attr(event: Any, getter: str) -> str:
 
 def handle_event(pipeline: Pipeline, event: Any, *, via: str,
                  facts_memo: dict[Any, Any] | None = None) -> Outcome:
-    """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an action."""
+    """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an
+    action. Every outcome is logged (see the module docstring)."""
+    outcome = _handle_event(pipeline, event, via=via, facts_memo=facts_memo)
+    return report(pipeline, outcome, alertname=_attr(event, "get_subject")[:200], via=via)
+
+
+def _handle_event(pipeline: Pipeline, event: Any, *, via: str,
+                  facts_memo: dict[Any, Any] | None = None) -> Outcome:
     if _attr(event, "get_type") == TYPE_APPROVAL_GRANTED:
         return handle_approval(pipeline, event)
     try:

@@ -11,12 +11,17 @@ from .clients.sink import send_all
 from .settings import HTTPSettings
 
 
-def forward_events(events: list, http: HTTPSettings) -> Response:
-    deliveries = send_all(http.sink, events, timeout=http.sink_timeout)
+def forward_events(events: list, http: HTTPSettings, *, rejected: list | None = None,
+                   extra: dict | None = None) -> Response:
+    """Forward ``events``; ``rejected``: alerts of the same group refused one
+    by one (reported, never forwarded)."""
+    deliveries = send_all(http.sink, events, timeout=http.sink_timeout) if events else []
     failed = [d for d in deliveries if not d.ok]
-    body = {"received": len(events), "forwarded": len(deliveries) - len(failed),
+    body = {"received": len(events) + len(rejected or []), **(extra or {}),
+            "forwarded": len(deliveries) - len(failed),
             "failed": [{"event_id": d.event_id, "status": d.status, "detail": d.detail}
-                       for d in failed[:20]]}
+                       for d in failed[:20]],
+            "rejected": list(rejected or [])[:100]}
     status = 503 if failed else 200
     headers = {"Retry-After": "5"} if failed else {}
     return Response(json.dumps(body), status=status, mimetype="application/json",

@@ -28,6 +28,8 @@ expected end state) replayed through the full path on a virtual clock.
       - at: 600
         approve: {event: first-xid, by: alice}   # a human approves that event's
                                                  # pending remediation (signed event)
+      - at: 900
+        sweep: true                   # run the sweep (remediate sweep) over what is due
     expect:
       outcomes:                       # the long form of the per-event `expect`
         - {event: 1, status: denied, function: drain-gpu-node, reason: circuit breaker}
@@ -117,6 +119,7 @@ class TimedEvent:
     via: str = ""
     outcomes: int = 1  # how many outcomes it yields (alerts in the payload)
     live_only: bool = False
+    sweep: bool = False  # run the sweep (remediate sweep) instead of delivering an event
 
 
 @dataclass(frozen=True)
@@ -479,8 +482,8 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
     fld = f"events[{i}]"
     if not isinstance(doc, Mapping):
         raise _bad(where, fld, "an event is a mapping with at, and file, body or approve")
-    _only(doc, ("at", "id", "via", "file", "body", "approve", "expect", "live_only"), where,
-          f"{fld}.")
+    _only(doc, ("at", "id", "via", "file", "body", "approve", "sweep", "expect", "live_only"),
+          where, f"{fld}.")
     at = float(_number(doc.get("at", 0), where, f"{fld}.at"))
     if at < last:
         raise _bad(where, f"{fld}.at", f"{at:g} is before the previous event's {last:g}")
@@ -490,10 +493,14 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
     live_only = doc.get("live_only", False)
     if not isinstance(live_only, bool):
         raise _bad(where, f"{fld}.live_only", "must be true or false")
-    given = [k for k in ("file", "body", "approve") if k in doc]
+    given = [k for k in ("file", "body", "approve", "sweep") if k in doc]
     if len(given) != 1:
         raise _bad(where, f"{fld}.{given[1] if len(given) > 1 else 'file'}",
-                   "an event needs exactly one of file, body or approve")
+                   "an event needs exactly one of file, body, approve or sweep")
+    if "sweep" in doc:
+        if doc["sweep"] is not True:
+            raise _bad(where, f"{fld}.sweep", "must be true")
+        return TimedEvent(at, fld, id=ident, sweep=True, live_only=live_only)
     if "approve" in doc:
         spec = doc["approve"]
         if not isinstance(spec, Mapping):
@@ -847,8 +854,7 @@ def scenario_routes(scenario: Scenario, settings: Settings) -> Any:
     options = {k: dict(v) for k, v in routes.options.items()}
     for fn, opts in scenario.options.items():
         options[fn] = {**options.get(fn, {}), **opts}
-    return Routes.from_mapping({"alerts": dict(routes.alerts),
-                                "searches": dict(routes.searches), "options": options})
+    return replace(routes, options=Routes.from_mapping({"options": options}).options)
 
 
 def scenario_settings(base: Settings, scenario: Scenario, workdir: Path) -> Settings:
@@ -926,11 +932,14 @@ def run_scenario(scenario: Scenario, stand: Stand, *,
         for i, ev in enumerate(scenario.events):
             clock.wall = start + ev.at
             try:
-                if ev.approve is not None:
-                    events = _approvals(scenario, ev, deliveries, settings, checks)
+                if ev.sweep:
+                    outcomes = pipeline.sweep()
                 else:
-                    events = detect_events(ev.document, where=ev.where)
-                outcomes = handle_events(pipeline, events, via="gameday")
+                    if ev.approve is not None:
+                        events = _approvals(scenario, ev, deliveries, settings, checks)
+                    else:
+                        events = detect_events(ev.document, where=ev.where)
+                    outcomes = handle_events(pipeline, events, via="gameday")
             except Exception as exc:  # noqa: BLE001 - a broken run is a failed check
                 checks.append(Check(f"{ev.where} at t+{ev.at:g}s is delivered", False,
                                     f"{type(exc).__name__}: {exc}; the later events were "

@@ -255,9 +255,13 @@ class NoPlan:
     #: the cluster already shows this incident's fix (e.g. a retry after a
     #: timeout that did apply): reported as a duplicate, never done again.
     already_done: bool = False
-    #: not yet (e.g. recovery before the healthy delay): answer "retry" so the
-    #: sender redelivers after this many seconds, instead of dropping it.
+    #: not yet, and the sender should redeliver: answer "retry" (redeliver
+    #: after this many seconds).
     retry_after: float = 0.0
+    #: not yet, and nothing for the sender to do (recovery before the healthy
+    #: delay): the pipeline records the signal, answers ``scheduled`` at once,
+    #: and the sweep runs the path again this many seconds from now.
+    due_in: float = 0.0
 
 
 class Status(str, Enum):
@@ -273,6 +277,8 @@ class Status(str, Enum):
     RETRY = "retry"  # temporary failure: nothing done, redeliver later
     PARTIAL = "partial"  # some steps done, some refused/blocked (e.g. PDB-blocked evictions)
     PENDING = "pending"  # allowed only with a human's approval: waiting for it
+    SCHEDULED = "scheduled"  # not yet (recovery before its healthy delay): recorded, and
+    #                          done by the sweep (``remediate sweep``) once due
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import TAKEN, ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
-from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
-from .routing import Routes
+from .model import (TYPE_SPLUNK_RESULT, Decision, NoPlan, Outcome, Plan, Signal, Status,
+                    stable_digest)
+from .routing import REMEDIATION_LABEL, Routes
 from .settings import Settings
 
 log = logging.getLogger("remediation.pipeline")
@@ -125,9 +126,13 @@ class Pipeline:
 
     def route(self, signal: Signal, requested: str = "") -> str:
         """The function for ``signal``: the event's ``remediation`` extension
-        when it names a known function, else the routes table."""
+        when it names a known function, else the alert's ``remediation``
+        label when it does, else the routes file (see :mod:`.routing`)."""
         if requested and requested in self.catalogue:
             return requested
+        label = signal.labels.get(REMEDIATION_LABEL, "")
+        if label and label in self.catalogue and signal.type != TYPE_SPLUNK_RESULT:
+            return label
         return self.routes.function_for_signal(signal)
 
     # -- the path ----------------------------------------------------------
@@ -135,10 +140,19 @@ class Pipeline:
                facts_memo: dict[Any, Any] | None = None) -> Outcome:
         """Handle one signal. ``facts_memo``: shared by the signals of one batch
         so cluster facts are read once per batch, not once per alert."""
+        served_clusters = self.settings.served_clusters
+        if signal.cluster and served_clusters and signal.cluster not in served_clusters:
+            # never plan one cluster's alert against another cluster's objects
+            return self._outcome(signal, Status.REJECTED, "", reasons=(
+                f"cluster {signal.cluster!r} is not served here (this instance serves "
+                f"{', '.join(served_clusters)}: REMEDIATION_CLUSTERS)",))
         function = self.route(signal, requested)
         if not function:
-            return self._outcome(signal, Status.SKIPPED, "",
-                                 reasons=(f"no remediation is routed for {signal.name!r}",))
+            label = signal.labels.get(REMEDIATION_LABEL, "")
+            why = f"no remediation is routed for {signal.name!r}" + (
+                f" (label {REMEDIATION_LABEL}={label!r} names no function: known are "
+                f"{', '.join(sorted(self.catalogue))})"[:300] if label else "")
+            return self._outcome(signal, Status.SKIPPED, "", reasons=(why,))
         served = self.settings.functions
         if served and function not in served:
             return self._outcome(signal, Status.SKIPPED, function,
@@ -167,6 +181,11 @@ class Pipeline:
             return self._outcome(signal, Status.RETRY, function, retryable=True,
                                  reasons=(f"cannot read cluster facts: {exc}",))
         if isinstance(planned, NoPlan):
+            if planned.due_in:
+                if via == "sweep":  # not due after all: the record stays for the next sweep
+                    return self._outcome(signal, Status.RETRY, function, reasons=planned.reasons,
+                                         target=planned.target, retryable=True)
+                return self._schedule(signal, function, planned)
             if planned.retry_after:
                 return self._outcome(signal, Status.RETRY, function, reasons=planned.reasons,
                                      target=planned.target, retryable=True)
@@ -233,6 +252,51 @@ class Pipeline:
             # Whatever went wrong unexpectedly, nothing is left claimed forever.
             self.ledger.release(plan.key, holder=self.holder)
             raise
+
+    def _schedule(self, signal: Signal, function: str, planned: NoPlan) -> Outcome:
+        """Not yet: record the signal for the sweep and answer at once (the
+        sender has nothing to retry; see ``sweep``)."""
+        now = self.clock()
+        due_at = now + planned.due_in
+        target = str(planned.target or "")
+        key = "scheduled/" + stable_digest(function, signal.incident, signal.status, target,
+                                           length=32)
+        try:
+            created = self.ledger.schedule(key, function=function, target=target,
+                                           event_id=signal.event_id, now=now, due_at=due_at,
+                                           signal=signal.to_record(),
+                                           reasons=list(planned.reasons))
+            rec = None if created else self.ledger.get(key)
+        except TemporaryError as exc:
+            return self._outcome(signal, Status.RETRY, function, target=planned.target,
+                                 retryable=True, reasons=(f"ledger unavailable: {exc}",))
+        if rec is not None:
+            return self._outcome(signal, Status.DUPLICATE, function, target=planned.target,
+                                 reasons=planned.reasons + (
+                                     f"already scheduled for {_iso(float(rec['expires_at']))} "
+                                     f"({rec['status']})",))
+        return self._outcome(signal, Status.SCHEDULED, function, target=planned.target,
+                             reasons=planned.reasons + (
+                                 f"scheduled: the sweep acts at {_iso(due_at)} "
+                                 "(remediate sweep)",))
+
+    def sweep(self, *, limit: int = 100) -> list[Outcome]:
+        """Run the path for each scheduled record whose time has come (the
+        functions served here only) and mark it ``swept``; one that needs a
+        retry (a dependency down, not due after all) stays for the next sweep."""
+        served = self.settings.functions
+        outcomes = []
+        for rec in self.ledger.due(now=self.clock(), limit=limit):
+            function = str(rec.get("function") or "")
+            if served and function not in served:
+                continue
+            signal = Signal.from_record(rec.get("signal") or {})
+            outcome = self.handle(signal, via="sweep", requested=function)
+            outcomes.append(outcome)
+            if outcome.status is not Status.RETRY:
+                self.ledger.finish(str(rec["key"]), "swept", now=self.clock(),
+                                   reasons=[outcome.status.value, *outcome.reasons][:10])
+        return outcomes
 
     def _target_recent(self, signal: Signal, plan: Plan, other_status: str, age: float,
                        dry_run: bool) -> Outcome:

@@ -92,7 +92,9 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     """A ready pipeline; ``overrides`` replace any port (tests, CLI)."""
     ports: dict[str, Any] = dict(overrides)
     if "routes" not in ports:
-        ports["routes"] = load_routes(settings.routes_file)
+        # an unknown function or a bad matcher is refused here, at start-up
+        ports["routes"] = load_routes(settings.routes_file,
+                                      known=set(ports.get("catalogue", CATALOGUE)))
     if "cluster" not in ports:
         ports["cluster"] = build_cluster(settings)
     if "ledger" not in ports:
@@ -104,6 +106,35 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     if "publish" not in ports:
         ports["publish"] = build_publisher(settings)
     return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
+
+
+def describe(pipeline: Pipeline) -> dict[str, Any]:
+    """What a serving process runs with, for its start-up log line (no secret)."""
+    settings = pipeline.settings
+    ledger = type(pipeline.ledger).__name__
+    path = settings.ledger.path.strip()
+    if ledger == "SQLiteLedger":
+        ledger = f"sqlite:{path}" if path and path != ":memory:" else \
+            "in-memory (forgotten on restart)"
+    elif ledger == "LeaseLedger":
+        ledger = f"kubernetes-leases:{settings.kube.self_namespace}"
+    clusters = settings.served_clusters
+    return {
+        "ledger": ledger,
+        "policy": f"opa-server:{settings.policy.opa_url}" if settings.policy.opa_url
+        else f"embedded-rego:{type(pipeline.policy).__name__}",
+        "credentials": f"vault:{settings.vault.addr}" if settings.vault.addr
+        else "ambient (in-cluster service account or kubeconfig)",
+        "cluster_facts": f"snapshot:{settings.kube.snapshot}" if settings.kube.snapshot
+        else f"live:{settings.kube.kubeconfig or 'in-cluster or ~/.kube/config'}",
+        "clusters": list(clusters) if clusters
+        else "any (no allow-list: set REMEDIATION_CLUSTERS or REMEDIATION_CLUSTER)",
+        "default_cluster": settings.cluster,
+        "dry_run": settings.dry_run,
+        "functions": list(settings.functions) or "all",
+        "outcome_sink": ("all outcomes" if settings.http.outcome_sink_all else "applied only")
+        if settings.http.outcome_sink else "none",
+    }
 
 
 def close_pipeline(pipeline: Pipeline) -> None:

@@ -62,6 +62,7 @@ class HTTPSettings:
     sink_timeout: float = 5.0
     dead_letter_store: str = ""  # SQLite file for dead letters; empty: in-memory
     outcome_sink: str = ""  # where an applied outcome goes at once, before verification ends
+    outcome_sink_all: bool = False  # also send every other outcome there (denied, skipped...)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class Settings:
     dry_run: bool = True
     actor: str = "inference-remediation"
     cluster: str = ""  # default cluster name when an event names none
+    #: clusters this instance serves (REMEDIATION_CLUSTERS); empty: REMEDIATION_CLUSTER
+    #: alone when set, else any (logged at start-up as a warning)
+    clusters: tuple[str, ...] = ()
     routes_file: str = ""  # alert/search name -> function mapping (YAML/JSON)
     functions: tuple[str, ...] = ()  # functions this process serves; empty: all
     http: HTTPSettings = field(default_factory=HTTPSettings)
@@ -136,6 +140,11 @@ class Settings:
     approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
 
+    @property
+    def served_clusters(self) -> tuple[str, ...]:
+        """The allow-list of cluster names events may name (empty: any)."""
+        return self.clusters or ((self.cluster,) if self.cluster else ())
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
         g = env.get
@@ -143,6 +152,8 @@ class Settings:
             dry_run=_bool(g("REMEDIATION_DRY_RUN"), True),
             actor=g("REMEDIATION_ACTOR", "inference-remediation"),
             cluster=g("REMEDIATION_CLUSTER", ""),
+            clusters=tuple(c.strip() for c in g("REMEDIATION_CLUSTERS", "").split(",")
+                           if c.strip()),
             routes_file=g("REMEDIATION_ROUTES_FILE", ""),
             functions=tuple(f.strip() for f in g("REMEDIATION_FUNCTIONS", "").split(",")
                             if f.strip()),
@@ -156,6 +167,7 @@ class Settings:
                 sink_timeout=_float(g("REMEDIATION_SINK_TIMEOUT"), 5.0),
                 dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
                 outcome_sink=g("REMEDIATION_OUTCOME_SINK", ""),
+                outcome_sink_all=_bool(g("REMEDIATION_OUTCOME_SINK_ALL"), False),
             ),
             kube=KubeSettings(
                 kubeconfig=g("KUBECONFIG", ""),

@@ -50,18 +50,21 @@ cordoned yet: every scheduled run of the search is a new event for the same
 log line, and none of them ever resolves.)
 
 Recovery (``handles_resolved``): the resolved alert of the same incident
-(same fingerprint + startsAt, hence same ``Signal.incident``), once the alert
-has been resolved for ``options.healthy_delay_seconds`` (default 300; the
-alert's ``endsAt`` against ``ctx.now``), removes that incident from the node's
-annotation; when none is left it uncordons, removes OUR taint only (key
-``nvidia.com/gpu-xid``) and our annotations. A node marked reboot-required is
-only released once its ``status.nodeInfo.bootID`` differs from the one
-recorded when it was marked (it did reboot). Too early gives NoPlan
-"healthy for Xs, waiting for Ys" with ``retry_after``: the outcome is ``retry``
-(503), so Knative's delivery backoff redelivers it, and after the retries the
-dead-letter sink keeps it for ``remediate replay``; Alertmanager also repeats
-resolved alerts in later notifications of the group. Splunk results never resolve: cordons they
-caused are released by a human (``kubectl uncordon`` + remove the taint).
+(same fingerprint + startsAt, hence same ``Signal.incident``) removes that
+incident from the node's annotation once the alert has been resolved for
+``options.healthy_delay_seconds`` (default 300; the alert's ``endsAt``
+against ``ctx.now``); when none is left it uncordons, removes OUR taint only
+(key ``nvidia.com/gpu-xid``) and our annotations. Ownership is checked FIRST:
+a node we never cordoned for this incident is answered at once (NoPlan,
+``skipped``), whatever the delay. A node of ours resolved too recently gives
+NoPlan "healthy for Xs, waiting for Ys" with ``due_in``: the pipeline records
+the resolution and answers ``scheduled`` at once (Alertmanager does not
+retry, and nothing depends on its ``repeat_interval``), and the sweep
+(``remediate sweep``, run every minute by a Knative PingSource) plans it
+again once due. A node marked reboot-required is only released once its
+``status.nodeInfo.bootID`` differs from the one recorded when it was marked
+(it did reboot). Splunk results never resolve: cordons they caused are
+released by a human (``kubectl uncordon`` + remove the taint).
 
 Circuit-breaker facts in params: ``gpu_nodes`` (nodes with nvidia.com/gpu
 capacity or allocatable > 0: a node whose GPUs all went unhealthy still
@@ -616,10 +619,8 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
                    ref)
     delay = _number(ctx.options, "healthy_delay_seconds", HEALTHY_DELAY_SECONDS)
     healthy = (ctx.now - ends_at).total_seconds()
-    if healthy < delay:
-        return NoPlan(NAME, (f"{ref} healthy for {max(0, int(healthy))}s, waiting for "
-                             f"{int(delay)}s before uncordoning",), ref,
-                      retry_after=max(1.0, delay - healthy))
+    # Ownership first: a node we did not cordon for this incident is answered
+    # at once, never after the healthy delay.
     node = ctx.facts.get("Node", "", node_name)
     if node is None:
         return _no(f"{ref} not found", ref)
@@ -633,6 +634,10 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
     if s.incident not in owners:
         return _no(f"{ref} is cordoned by us for other incident(s) ({', '.join(owners)}), "
                    "not for this one: leaving it", ref)
+    if healthy < delay:
+        return NoPlan(NAME, (f"{ref} healthy for {max(0, int(healthy))}s, waiting for "
+                             f"{int(delay)}s before uncordoning",), ref,
+                      due_in=max(1.0, delay - healthy))
     remaining = [o for o in owners if o != s.incident]
     key = remediation_key(f"{NAME}/recover", s, ref)
     params: dict[str, Any] = {"node": node_name, "incident": s.incident,

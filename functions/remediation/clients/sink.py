@@ -3,8 +3,10 @@
 The ONLY module that imports ``httpx``. One pooled client per process; every
 request has a timeout. Timeouts, transport errors and 5xx are retried with
 exponential backoff; anything still undelivered makes the whole webhook
-answer 503, so Alertmanager (which never retries a 4xx) sends the group again
-(the Broker side deduplicates on source + id, which are deterministic).
+answer 503, so Alertmanager retries the notification with backoff (a 4xx
+would only stop that attempt; the group comes again at the next
+``group_interval`` either way), and the Broker side deduplicates on source +
+id, which are deterministic.
 Large groups are sent with bounded concurrency so thousands of alerts are
 answered well inside Alertmanager's notify timeout.
 """

@@ -28,15 +28,23 @@ group context is built once and the SAME dict is shared by every event of
 the payload (a 20,000-alert storm converts in a fraction of a second): treat
 event data as read-only.
 
-Validation and the all-or-nothing decision. Types are checked strictly and
-label values that name Kubernetes objects (namespace, pod, deployment, node,
-cluster...) must be valid names (:mod:`.names`). One bad alert rejects the
-WHOLE payload with :class:`InvalidInput` (the HTTP layer answers 400):
-Alertmanager never retries a 4xx, while a partial 2xx would make it believe
-the bad alert was delivered, and a 5xx would make it resend the same bad
-payload until the notify deadline. A payload with a hostile label is either
-an attack or a broken rule; both deserve a loud refusal, not a silent
-partial success. ``max_alerts`` (default 50,000) bounds the work per request.
+Validation, alert by alert. Types are checked strictly and label values that
+name Kubernetes objects (namespace, pod, deployment, node, cluster...) must be
+valid names (:mod:`.names`). What is wrong with the PAYLOAD (not an object,
+another version, no receiver, ``alerts`` not an array, more alerts than
+``max_alerts``) rejects it whole with :class:`InvalidInput` (the HTTP layer
+answers 400). What is wrong with ONE ALERT rejects that alert only
+(:func:`convert_alertmanager` returns it as an :class:`AlertRejection` with its
+reason) and the others of the group go ahead: Alertmanager 0.25 does re-send
+after a 4xx, not within the attempt but with the whole group at every
+``group_interval`` while it has alerts, so a group answered 400 for one bad
+alert would be refused forever and its valid alerts never acted on. The
+strict :func:`alertmanager_to_events` (replay files, tests) raises on the
+first bad alert instead. ``max_alerts`` (default :data:`MAX_ALERTS`) bounds
+the work per request; the receiver's own ``max_alerts`` must keep a group
+under the body limit (see :data:`BYTES_PER_ALERT`). ``truncatedAlerts`` (the
+alerts Alertmanager left out of a notification) is returned so the caller can
+log and report it.
 
 Pure: no I/O.
 """
@@ -44,6 +52,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -63,10 +72,49 @@ from .names import (
     check_text,
 )
 
-__all__ = ["MAX_ALERTS", "SOURCE_PREFIX", "alert_event_id", "alertmanager_to_events"]
+__all__ = ["BYTES_PER_ALERT", "MAX_ALERTS", "SOURCE_PREFIX", "AlertRejection", "Conversion",
+           "alert_event_id", "alertmanager_to_events", "convert_alertmanager",
+           "max_alerts_for"]
 
-#: Default limit on alerts per webhook payload.
+#: Room for one alert in a webhook body, as Alertmanager 0.25 sends them:
+#: labels, annotations (summary, description, runbook_url), timestamps,
+#: generatorURL (the rule's whole expression, URL-encoded) and fingerprint.
+#: A bare alert is about 320 bytes; the shipped rules' alerts measure 700-900
+#: (tests/test_alertmanager_e2e.py reports it), so 1 KiB keeps a margin.
+BYTES_PER_ALERT: Final = 1024
+#: Room for the group context (groupLabels, commonLabels, commonAnnotations...).
+GROUP_OVERHEAD_BYTES: Final = 16 * 1024
+
+
+def max_alerts_for(max_body_bytes: int) -> int:
+    """The receiver's ``max_alerts`` that keeps a notification under the
+    webhook's body limit (what the shipped receiver example sets)."""
+    return max(1, (max_body_bytes - GROUP_OVERHEAD_BYTES) // BYTES_PER_ALERT)
+
+
+#: Default limit on alerts per payload (bounds the work of one conversion; in
+#: the webhook the body limit binds first: see :func:`max_alerts_for`).
 MAX_ALERTS: Final = 50_000
+
+
+@dataclass(frozen=True)
+class AlertRejection:
+    """One alert of a group that cannot be acted on, and why."""
+
+    index: int
+    event_id: str  # the id its event would have had ("" when not computable)
+    alertname: str
+    reason: str
+    attribute: str
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """An Alertmanager payload, alert by alert."""
+
+    events: list[CloudEvent]
+    rejected: list[AlertRejection]
+    truncated: int  # truncatedAlerts: alerts Alertmanager left out of this notification
 SOURCE_PREFIX: Final = "/alertmanager/"
 WEBHOOK_VERSION: Final = "4"
 _STATUSES: Final = {"firing": TYPE_ALERT_FIRING, "resolved": TYPE_ALERT_RESOLVED}
@@ -130,10 +178,23 @@ def alertmanager_to_events(payload: Mapping[str, Any], *, routes: Routes | None 
                            max_alerts: int = MAX_ALERTS) -> list[CloudEvent]:
     """One CloudEvent per alert of an Alertmanager webhook payload (version "4").
 
-    Raises InvalidInput (attribute = JSON path of the offender) for anything
-    that is not a valid payload; see the module docstring for why one bad
-    alert rejects the whole payload.
+    Strict: raises InvalidInput (attribute = JSON path of the offender) for a
+    bad payload or the first bad alert (replay files, tests); the webhook
+    judges alert by alert with :func:`convert_alertmanager`.
     """
+    converted = convert_alertmanager(payload, routes=routes, max_alerts=max_alerts)
+    if converted.rejected:
+        first = converted.rejected[0]
+        raise InvalidInput(first.reason, attribute=first.attribute)
+    return converted.events
+
+
+def convert_alertmanager(payload: Mapping[str, Any], *, routes: Routes | None = None,
+                         max_alerts: int = MAX_ALERTS) -> Conversion:
+    """Events for the valid alerts of a payload, rejections for the others.
+
+    Raises InvalidInput only for a bad payload as a whole (see the module
+    docstring)."""
     if not isinstance(payload, Mapping):
         raise InvalidInput(f"payload: expected a JSON object, not {_type_name(payload)}",
                            attribute="payload")
@@ -151,7 +212,8 @@ def alertmanager_to_events(payload: Mapping[str, Any], *, routes: Routes | None 
                            attribute="alerts")
     if len(alerts) > max_alerts:
         raise InvalidInput(f"alerts: {len(alerts)} alerts, more than the limit of "
-                           f"{max_alerts} per payload", attribute="alerts")
+                           f"{max_alerts} per payload (set max_alerts in the receiver)",
+                           attribute="alerts")
 
     group = _group_context(payload, receiver)
     source = SOURCE_PREFIX + quote(receiver, safe="")
@@ -166,58 +228,80 @@ def alertmanager_to_events(payload: Mapping[str, Any], *, routes: Routes | None 
         return times[text]
 
     events: list[CloudEvent] = []
+    rejected: list[AlertRejection] = []
     for i, alert in enumerate(alerts):
-        where = f"alerts[{i}]"
-        if not isinstance(alert, Mapping):
-            raise InvalidInput(f"{where}: expected an object, not {_type_name(alert)}",
-                               attribute=where)
-        status = alert.get("status")
-        event_type = _STATUSES.get(status) if isinstance(status, str) else None
-        if event_type is None:
-            raise InvalidInput(f"{where}.status: expected 'firing' or 'resolved', not "
-                               f"{status!r}"[:200], attribute=f"{where}.status")
-        starts_at = alert.get("startsAt")
-        if not isinstance(starts_at, str) or not starts_at:
-            raise InvalidInput(f"{where}.startsAt: required timestamp string missing",
-                               attribute=f"{where}.startsAt")
-        ends_at = _optional_str(alert, "endsAt", where)
-        fingerprint = _optional_str(alert, "fingerprint", where) or ""
-        _optional_str(alert, "generatorURL", where)
-        labels = check_labels(alert.get("labels"), f"{where}.labels")
-        annotations = check_labels(alert.get("annotations"), f"{where}.annotations",
-                                   value_max=ANNOTATION_VALUE_MAX)
-        check_label_names(labels, f"{where}.labels")
+        try:
+            events.append(_alert_event(alert, f"alerts[{i}]", group, source, when, routes))
+        except InvalidInput as exc:
+            rejected.append(_rejection(i, alert, exc))
+    return Conversion(events, rejected, int(group["truncatedAlerts"] or 0))
 
-        attributes: dict[str, Any] = {
-            "specversion": SPECVERSION,
-            "id": alert_event_id(fingerprint, starts_at, status, labels),
-            "source": source,
-            "type": event_type,
-            "datacontenttype": JSON_CONTENT_TYPE,
-        }
-        t = when(starts_at if status == "firing" else ends_at)
-        if t is not None:
-            attributes["time"] = t
-        alertname = labels.get("alertname", "")
-        if alertname:
-            attributes["subject"] = check_text(alertname, f"{where}.labels.alertname")
-            attributes["alertname"] = alertname
-        severity = labels.get("severity", "")
-        if severity:
-            attributes["severity"] = check_text(severity, f"{where}.labels.severity")
-        if labels.get("namespace"):
-            attributes["namespace"] = labels["namespace"]  # checked by check_label_names
-        for key in CLUSTER_LABELS:
-            if labels.get(key):
-                attributes["cluster"] = labels[key]
-                break
-        if routes is not None:
-            function = routes(alertname, MappingProxyType(labels))
-            if function:
-                attributes["remediation"] = check_text(function, "remediation", max_chars=253)
 
-        copy = dict(alert)
-        copy["labels"] = labels
-        copy["annotations"] = annotations
-        events.append(new_event(attributes, {"alert": copy, "group": group}, trusted=True))
-    return events
+def _rejection(index: int, alert: Any, exc: InvalidInput) -> AlertRejection:
+    """What can still be said about a bad alert: its would-be id and name."""
+    event_id = alertname = ""
+    if isinstance(alert, Mapping):
+        fingerprint, starts_at = alert.get("fingerprint"), alert.get("startsAt")
+        status, labels = alert.get("status"), alert.get("labels")
+        if isinstance(fingerprint, str) and fingerprint and isinstance(starts_at, str) \
+                and isinstance(status, str):
+            event_id = alert_event_id(fingerprint[:256], starts_at[:64], status[:16])
+        if isinstance(labels, Mapping) and isinstance(labels.get("alertname"), str):
+            alertname = labels["alertname"][:200]
+    return AlertRejection(index, event_id, alertname, str(exc), exc.attribute or "")
+
+
+def _alert_event(alert: Any, where: str, group: dict[str, Any], source: str,
+                 when: Callable[[Any], datetime | None], routes: Routes | None) -> CloudEvent:
+    if not isinstance(alert, Mapping):
+        raise InvalidInput(f"{where}: expected an object, not {_type_name(alert)}",
+                           attribute=where)
+    status = alert.get("status")
+    event_type = _STATUSES.get(status) if isinstance(status, str) else None
+    if event_type is None:
+        raise InvalidInput(f"{where}.status: expected 'firing' or 'resolved', not "
+                           f"{status!r}"[:200], attribute=f"{where}.status")
+    starts_at = alert.get("startsAt")
+    if not isinstance(starts_at, str) or not starts_at:
+        raise InvalidInput(f"{where}.startsAt: required timestamp string missing",
+                           attribute=f"{where}.startsAt")
+    ends_at = _optional_str(alert, "endsAt", where)
+    fingerprint = _optional_str(alert, "fingerprint", where) or ""
+    _optional_str(alert, "generatorURL", where)
+    labels = check_labels(alert.get("labels"), f"{where}.labels")
+    annotations = check_labels(alert.get("annotations"), f"{where}.annotations",
+                               value_max=ANNOTATION_VALUE_MAX)
+    check_label_names(labels, f"{where}.labels")
+
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": alert_event_id(fingerprint, starts_at, status, labels),
+        "source": source,
+        "type": event_type,
+        "datacontenttype": JSON_CONTENT_TYPE,
+    }
+    t = when(starts_at if status == "firing" else ends_at)
+    if t is not None:
+        attributes["time"] = t
+    alertname = labels.get("alertname", "")
+    if alertname:
+        attributes["subject"] = check_text(alertname, f"{where}.labels.alertname")
+        attributes["alertname"] = alertname
+    severity = labels.get("severity", "")
+    if severity:
+        attributes["severity"] = check_text(severity, f"{where}.labels.severity")
+    if labels.get("namespace"):
+        attributes["namespace"] = labels["namespace"]  # checked by check_label_names
+    for key in CLUSTER_LABELS:
+        if labels.get(key):
+            attributes["cluster"] = labels[key]
+            break
+    if routes is not None:
+        function = routes(alertname, MappingProxyType(labels))
+        if function:
+            attributes["remediation"] = check_text(function, "remediation", max_chars=253)
+
+    copy = dict(alert)
+    copy["labels"] = labels
+    copy["annotations"] = annotations
+    return new_event(attributes, {"alert": copy, "group": group}, trusted=True)

@@ -65,7 +65,8 @@ from collections.abc import Collection, Mapping
 
 from ..model import Plan
 from ..errors import TemporaryError
-from .ledger import APPROVAL_KEPT, COUNTED, TAKEN, ApprovalResult, ClaimResult, reclaimable
+from .ledger import (APPROVAL_KEPT, COUNTED, JUDGED_AGAIN, TAKEN, ApprovalResult, ClaimResult,
+                     reclaimable)
 
 log = logging.getLogger("remediation.ledger")
 
@@ -195,6 +196,11 @@ class LeaseLedger:
                 status = str(rec.get("status"))
                 if not reclaimable(status, float(rec.get("expires_at") or 0), now):
                     return ClaimResult(False, plan.key, status, str(rec.get("holder") or ""))
+                if status in JUDGED_AGAIN and target_window > 0:
+                    # judged again: the target window holds as for a new claim
+                    busy = self._take_target(plan, now=now, ttl=ttl, window=target_window)
+                    if busy is not None:
+                        return busy
                 approved_by = str(rec.get("approved_by") or "") \
                     if status in APPROVAL_KEPT else ""
                 taken = {**rec, **{k: fresh[k] for k in ("status", "holder", "claimed_at",
@@ -368,6 +374,24 @@ class LeaseLedger:
         status = seen.get("status", "unknown")
         granted = written is not None and written.get("status") == "approved"
         return ApprovalResult(granted, key, status, self.get(key))
+
+    def schedule(self, key: str, *, function: str, target: str, event_id: str, now: float,
+                 due_at: float, signal: dict[str, Any], reasons: list[str]) -> bool:
+        rec = {"key": key, "function": function, "action": "scheduled", "target": target,
+               "status": "scheduled", "holder": "sweep", "claimed_at": now, "expires_at": due_at,
+               "updated_at": now, "event_id": event_id, "plan": {}, "decision": {},
+               "reasons": reasons, "signal": signal, "approved_by": "", "approved_at": 0.0,
+               "verification": "", "verification_detail": ""}
+        try:
+            self._create(rec)
+        except LeaseExists:
+            return False
+        return True
+
+    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        rows = [r for r in self._records({STATUS_LABEL: "scheduled"})
+                if r.get("status") == "scheduled" and float(r.get("expires_at") or 0) <= now]
+        return sorted(rows, key=lambda r: float(r.get("expires_at") or 0))[:limit]
 
     def pending(self, *, now: float) -> list[dict[str, Any]]:
         rows = [r for r in self._records({STATUS_LABEL: "pending"})

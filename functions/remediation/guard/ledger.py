@@ -8,7 +8,12 @@ Finished records answer history queries for policy limits.
 
 States: ``claimed`` -> ``applied`` | ``partial`` | ``planned`` | ``denied`` |
 ``failed`` | ``skipped``; a temporary failure releases the claim (row deleted)
-so a redelivery can try again.
+so a redelivery can try again. Only ``applied``, ``partial`` and ``planned``
+are final for the key: a ``denied``, ``failed`` or ``skipped`` key is judged
+again on the next delivery of its alert (Alertmanager re-sends a firing
+alert at every ``repeat_interval``; limits may have been raised, a freeze
+lifted, a refused credential fixed), with the target window checked as for a
+new claim.
 
 Human approval: ``claimed`` -> ``pending`` (:meth:`hold`, with the signal kept
 so the action can be re-planned and an expiry) -> ``approved``
@@ -16,6 +21,13 @@ so the action can be re-planned and an expiry) -> ``approved``
 by the next claimer, who sees ``approved_by`` in the claim result and passes
 it to the policy. A pending key past its expiry, or one marked ``expired``,
 can be claimed afresh (the alert is still firing: ask again).
+
+Scheduled work: a remediation that may only run later (recovery after the
+healthy delay) is recorded ``scheduled`` under its own key with the signal
+and the time it is due (``expires_at``) by :meth:`schedule`; :meth:`due` lists
+those whose time has come, for the sweep (``remediate sweep``), which runs
+the path for each and marks it ``swept``. Scheduled records are not actions:
+they count for no limit and hold no target.
 
 Verification of an applied action is recorded beside the status
 (``verification``: ``succeeded`` | ``failed``, with a detail), so history
@@ -75,9 +87,11 @@ CREATE INDEX IF NOT EXISTS claims_status_updated ON claims(status, updated_at);
 TAKEN = ("claimed", "applied", "planned", "partial")
 #: statuses counted by the limits (an action done, in part, or in flight)
 COUNTED = ("applied", "partial", "claimed")
+#: final statuses that are judged again on the next delivery (nothing was done)
+JUDGED_AGAIN = ("denied", "failed", "skipped")
 #: statuses whose key may be claimed afresh (besides a ``claimed`` past expiry
 #: and a ``pending`` past expiry).
-RECLAIMABLE = ("approved", "expired")
+RECLAIMABLE = ("approved", "expired") + JUDGED_AGAIN
 #: statuses from which a retaken key keeps its human approval: granted, or
 #: claimed by a worker that died (or kept its claim after an unanswered write)
 APPROVAL_KEPT = ("approved", "claimed")
@@ -120,6 +134,15 @@ class Ledger(Protocol):
              reasons: list[str] | None = None) -> None: ...
 
     def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult: ...
+
+    def schedule(self, key: str, *, function: str, target: str, event_id: str, now: float,
+                 due_at: float, signal: dict[str, Any], reasons: list[str]) -> bool:
+        """Record work due at ``due_at``; False when ``key`` is already recorded."""
+        ...
+
+    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Scheduled records whose time has come, oldest first."""
+        ...
 
     def pending(self, *, now: float) -> list[dict[str, Any]]: ...
 
@@ -180,6 +203,21 @@ class SQLiteLedger:
         (BEGIN IMMEDIATE), so racing processes cannot both win."""
         def plan_json() -> str:  # only a winner writes its plan (a storm mostly loses)
             return json.dumps(plan.as_dict(), sort_keys=True)
+        def target_recent() -> ClaimResult | None:
+            if target_window <= 0:
+                return None
+            recent = self._db.execute(
+                "SELECT key, status, updated_at FROM claims WHERE target=? AND action=?"
+                " AND (status IN ('claimed','applied','planned','partial')"
+                "      OR (status='pending' AND expires_at >= ?))"
+                " AND updated_at >= ? AND key != ? ORDER BY updated_at DESC LIMIT 1",
+                (str(plan.target), plan.action, now, now - target_window,
+                 plan.key)).fetchone()
+            if recent is None:
+                return None
+            return ClaimResult(False, plan.key, "target-recent", "", other_key=recent[0],
+                               other_status=recent[1], age=now - recent[2])
+
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -188,6 +226,10 @@ class SQLiteLedger:
                                        (plan.key,)).fetchone()
                 if got is not None:
                     status, other, expires_at, approved_by = got
+                    busy = target_recent() if status in JUDGED_AGAIN else None
+                    if busy is not None:
+                        self._db.execute("COMMIT")
+                        return busy
                     if reclaimable(status, expires_at, now):
                         # holder vanished, approval granted, or approval expired
                         self._db.execute(
@@ -202,18 +244,10 @@ class SQLiteLedger:
                                            else "")
                     self._db.execute("COMMIT")
                     return ClaimResult(False, plan.key, status, other)
-                if target_window > 0:
-                    recent = self._db.execute(
-                        "SELECT key, status, updated_at FROM claims WHERE target=? AND action=?"
-                        " AND (status IN ('claimed','applied','planned','partial')"
-                        "      OR (status='pending' AND expires_at >= ?))"
-                        " AND updated_at >= ? ORDER BY updated_at DESC LIMIT 1",
-                        (str(plan.target), plan.action, now, now - target_window)).fetchone()
-                    if recent is not None:
-                        self._db.execute("COMMIT")
-                        return ClaimResult(False, plan.key, "target-recent", "",
-                                           other_key=recent[0], other_status=recent[1],
-                                           age=now - recent[2])
+                busy = target_recent()
+                if busy is not None:
+                    self._db.execute("COMMIT")
+                    return busy
                 self._db.execute(
                     "INSERT INTO claims (key, function, action, target, status, holder,"
                     " claimed_at, expires_at, updated_at, event_id, plan)"
@@ -282,6 +316,21 @@ class SQLiteLedger:
                 self._db.execute("ROLLBACK")
                 raise
         return ApprovalResult(granted, key, result, self.get(key))
+
+    def schedule(self, key: str, *, function: str, target: str, event_id: str, now: float,
+                 due_at: float, signal: dict[str, Any], reasons: list[str]) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO claims (key, function, action, target, status, holder,"
+                " claimed_at, expires_at, updated_at, event_id, signal, reasons)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, function, "scheduled", target, "scheduled", "sweep", now, due_at, now,
+                 event_id, json.dumps(signal, sort_keys=True), json.dumps(reasons)))
+            return cur.rowcount == 1
+
+    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        return self._select("SELECT * FROM claims WHERE status='scheduled' AND expires_at <= ?"
+                            " ORDER BY expires_at LIMIT ?", (now, limit))
 
     def pending(self, *, now: float) -> list[dict[str, Any]]:
         """Keys waiting for approval and not expired, oldest first."""
