@@ -33,7 +33,7 @@ from .model import TYPE_SPLUNK_RESULT, Signal, freeze
 
 #: the label an alert names its function with
 REMEDIATION_LABEL = "remediation"
-_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*')
+_MATCHER = re.compile(r'\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!~|!=|=)\s*(.*?)\s*')
 
 
 @dataclass(frozen=True)
