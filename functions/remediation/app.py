@@ -267,6 +267,11 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         except InvalidInput as exc:
             return _error(400, "invalid-alertmanager-payload", str(exc), exc.attribute)
         extra: dict[str, Any] = {}
+        alerts = len(converted.events) + len(converted.rejected)
+        # one line per notification: what a receiver's max_alerts is sized by
+        log.info("%s", json.dumps({"webhook": "alertmanager", "alerts": alerts,
+                                   "bytes": len(body), "truncated_alerts": converted.truncated},
+                                  separators=(",", ":")))
         if converted.truncated:
             counters.add("remediation_alertmanager_truncated_alerts_total", converted.truncated)
             receiver = converted.events[0].get_source() if converted.events else ""
