@@ -225,5 +225,24 @@ def test_every_engine_and_fault_of_the_issue_has_a_rule() -> None:
             pytest.fail(f"{counter}: counters are scraped with _total")
 
 
+def test_the_readme_documents_the_rules_and_the_receiver_as_shipped() -> None:
+    from remediation.events.alertmanager import BYTES_PER_ALERT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Prometheus and Alertmanager", 1)[1].split("\n## ", 1)[0]
+    for rule in alert_rules():
+        assert f"`{rule['alert']}`" in section, rule["alert"]
+        if "remediation" in rule.get("labels", {}):
+            row = next(line for line in section.splitlines()
+                       if line.startswith(f"| `{rule['alert']}`"))
+            assert f"`{rule['labels']['remediation']}`" in row, row
+    example = ROOT / "eventing" / "examples" / "alertmanager-receiver.yaml"
+    hook = yaml.safe_load(example.read_text())["receivers"][0]["webhook_configs"][0]
+    assert f"**`max_alerts: {hook['max_alerts']}`**" in section
+    assert f"{BYTES_PER_ALERT / 1024:g} KiB an alert" in section
+    for label in ("kubernetes_node", "Hostname", "remediation", "namespace", "pod", "xid"):
+        assert f"`{label}`" in section
+
+
 if __name__ == "__main__":  # pragma: no cover - regenerate prometheusrule.yaml
     sys.stdout.write(render_operator_file())
