@@ -138,3 +138,20 @@ def test_dlq_without_a_store_is_a_clear_error(tmp_path: Path):
                         str(tmp_path / "missing.sqlite")], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "no dead-letter store" in r.stderr
+
+
+def test_the_adapter_forwards_the_good_alerts_of_a_group_and_reports_the_bad_one(serve_app,
+                                                                                 broker):
+    app = adapter(serve_app, broker)
+    doc = group(3)
+    doc["alerts"][1]["labels"]["namespace"] = "../kube-system"
+    doc["alerts"][2]["labels"]["alertname"] = "TeamXWedged"  # routed by its label alone
+    doc["alerts"][2]["labels"]["remediation"] = "restart-engine"
+    resp = app.post("/webhooks/alertmanager", json=doc, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["received"], body["forwarded"]) == (3, 2)
+    (rejected,) = body["rejected"]
+    assert "alerts[1].labels.namespace" in rejected["reasons"][0]
+    assert [ev["ce-remediation"] for ev in broker.received] == ["restart-engine"] * 2
+    assert "../kube-system" not in json.dumps(broker.received)

@@ -96,3 +96,34 @@ def test_demo_prints_a_table_of_outcomes():
     for status in ("planned", "duplicate", "skipped", "denied"):
         assert status in out, status
     assert "applied" not in out.split("STATUS", 1)[1]  # a snapshot is never written
+
+
+def test_sweep_runs_what_is_due_once(tmp_path: Path):
+    """`remediate sweep`: scheduled work whose time has come goes through the
+    path (plan only here: a snapshot), and is then marked swept."""
+    from remediation.guard.ledger import SQLiteLedger
+    from remediation.events.alertmanager import alertmanager_to_events
+    from remediation.events.signal import signal_from_event
+
+    doc = json.loads((EVENTS / "15-dcgm-xid48-resolved-uncordon.json").read_text())
+    (event,) = alertmanager_to_events(doc, routes=lambda n, _l: "drain-gpu-node")
+    signal = signal_from_event(event)
+    path = str(tmp_path / "ledger.sqlite")
+    ledger = SQLiteLedger(path)
+    ledger.schedule("scheduled/x", function="drain-gpu-node", target="Node/gpu-node-7",
+                    event_id=signal.event_id, now=1.0, due_at=2.0, signal=signal.to_record(),
+                    reasons=["wait"])
+    ledger.close()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VAULT_", "OPA_", "REMEDIATION_", "KUBECONFIG"))}
+    env.update(REMEDIATION_LEDGER=path, REMEDIATION_SNAPSHOT=str(SNAPSHOT))
+    first = subprocess.run([sys.executable, "-m", "remediation.cli", "sweep", "--json"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 0, first.stderr
+    (out,) = lines(first.stdout)
+    assert (out["status"], out["function"], out["target"]["name"]) == \
+        ("planned", "drain-gpu-node", "gpu-node-7")
+    second = subprocess.run([sys.executable, "-m", "remediation.cli", "sweep"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0 and "nothing is due" in second.stdout
+    assert SQLiteLedger(path).get("scheduled/x")["status"] == "swept"

@@ -349,3 +349,51 @@ CREATE INDEX claims_target ON claims(target, updated_at);
 CREATE INDEX claims_action ON claims(action, updated_at);
 CREATE INDEX claims_status ON claims(status, expires_at);
 """
+
+
+@pytest.mark.parametrize("final", ["denied", "failed", "skipped"])
+def test_a_key_that_did_nothing_is_judged_again(led, final):
+    assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
+    led.finish("k1", final, now=101)
+    again = led.claim(mkplan(), holder="b", event_id="e", now=102, ttl=60, target_window=300)
+    assert again.won and again.status == "claimed"
+    assert led.get("k1")["status"] == "claimed"
+
+
+def test_a_key_judged_again_still_respects_the_target_window(led):
+    assert led.claim(mkplan("k1"), holder="a", event_id="e1", now=100, ttl=60).won
+    led.finish("k1", "denied", now=101)
+    assert led.claim(mkplan("k2"), holder="a", event_id="e2", now=110, ttl=60,
+                     target_window=300).won
+    led.finish("k2", "applied", now=111)
+    again = led.claim(mkplan("k1"), holder="b", event_id="e1", now=120, ttl=60,
+                      target_window=300)
+    assert not again.won and again.status == "target-recent" and again.other_key == "k2"
+    assert led.get("k1")["status"] == "denied"
+
+
+@pytest.mark.parametrize("final", ["applied", "partial", "planned"])
+def test_a_key_that_acted_is_never_judged_again(led, final):
+    assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
+    led.finish("k1", final, now=101)
+    again = led.claim(mkplan(), holder="b", event_id="e", now=9999, ttl=60)
+    assert not again.won and again.status == final
+
+
+def test_scheduled_work_is_listed_once_due_and_holds_nothing(led):
+    signal = {"event_id": "e", "name": "GPUXidError", "status": "resolved"}
+    assert led.schedule("scheduled/a", function="drain-gpu-node", target="Node//gpu-1",
+                        event_id="e", now=100, due_at=400, signal=signal, reasons=["wait"])
+    assert not led.schedule("scheduled/a", function="drain-gpu-node", target="Node//gpu-1",
+                            event_id="e", now=200, due_at=500, signal=signal, reasons=[])
+    assert led.due(now=399) == []
+    (due,) = led.due(now=400)
+    assert (due["key"], due["function"], due["signal"]) == ("scheduled/a", "drain-gpu-node",
+                                                             signal)
+    assert due["expires_at"] == 400  # the first schedule stands
+    # not an action: counts for no limit and holds no target
+    plan = Plan("drain-gpu-node", "uncordon", ObjectRef("Node", "", "gpu-1"), (), key="k9")
+    assert led.stats(plan, now=401, window=3600)["cluster_actions_in_window"] == 0
+    assert led.claim(plan, holder="a", event_id="e", now=401, ttl=60, target_window=300).won
+    led.finish("scheduled/a", "swept", now=402)
+    assert led.due(now=10_000) == []
