@@ -391,3 +391,18 @@ def test_without_the_option_only_applied_outcomes_reach_the_sink(fleet, make_set
              headers=AUTH)
     app.post("/webhooks/alertmanager", json=payload("01-vllm-hung"), headers=AUTH)
     assert [h.get("ce-remediationstatus") for h in broker.received] == ["applied"]
+
+
+def test_the_start_up_line_names_no_credential(make_settings):
+    from remediation.runtime import build_pipeline, close_pipeline, describe
+    from remediation.settings import VaultSettings
+
+    settings = make_settings(policy=PolicySettings(opa_url="https://svc:s3cr3t@opa:8181/v1?t=x"),
+                             vault=VaultSettings(addr="https://vault:8200"))
+    pipeline = build_pipeline(settings, policy=object(), credentials=object())
+    try:
+        text = json.dumps(describe(pipeline))
+    finally:
+        close_pipeline(pipeline)
+    assert "opa-server:https://opa:8181/v1" in text and "vault:https://vault:8200" in text
+    assert "s3cr3t" not in text and "t=x" not in text

@@ -97,7 +97,9 @@ class Counters:
             items = sorted(self._values.items())
         lines = []
         for (name, labels), value in items:
-            text = ",".join(f'{k}="{v}"' for k, v in labels)
+            text = ",".join('{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"')
+                                                          .replace("\n", "\\n"))
+                            for k, v in labels)
             lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
         return "\n".join(lines) + "\n"
 

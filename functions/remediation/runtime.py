@@ -108,6 +108,16 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
 
 
+def _address(url: str) -> str:
+    """scheme://host:port/path of a URL: never user info or a query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "(set)"
+
+
 def describe(pipeline: Pipeline) -> dict[str, Any]:
     """What a serving process runs with, for its start-up log line (no secret)."""
     settings = pipeline.settings
@@ -121,9 +131,9 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
     clusters = settings.served_clusters
     return {
         "ledger": ledger,
-        "policy": f"opa-server:{settings.policy.opa_url}" if settings.policy.opa_url
+        "policy": f"opa-server:{_address(settings.policy.opa_url)}" if settings.policy.opa_url
         else f"embedded-rego:{type(pipeline.policy).__name__}",
-        "credentials": f"vault:{settings.vault.addr}" if settings.vault.addr
+        "credentials": f"vault:{_address(settings.vault.addr)}" if settings.vault.addr
         else "ambient (in-cluster service account or kubeconfig)",
         "cluster_facts": f"snapshot:{settings.kube.snapshot}" if settings.kube.snapshot
         else f"live:{settings.kube.kubeconfig or 'in-cluster or ~/.kube/config'}",
