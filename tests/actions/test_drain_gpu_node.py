@@ -305,3 +305,16 @@ def test_pods_in_skip_namespaces_are_left_and_listed():
     assert params["evict_pods"] == ["llm-serving/vllm-a-1"]
     assert params["evict_namespaces"] == ["llm-serving"]
     assert params["skipped_pods"][0]["pod"] == "openshift-ai/shared-1"
+
+
+def test_an_xid_naming_a_node_without_gpus_drains_nothing():
+    """dcgm-exporter's Hostname left as its own pod's name, or a wrong relabel,
+    can point an Xid at a CPU or control-plane node: never cordon it."""
+    from remediation.actions.drain_gpu_node import plan_drain_gpu_node as plan
+    from remediation.model import NoPlan
+
+    from .gpu_fleet import alert, ctx, fleet, node
+
+    p = plan(ctx(alert("GPUXidError", Hostname="cpu-0", xid="79"), fleet(node("cpu-0", gpus=0))))
+    assert isinstance(p, NoPlan)
+    assert "not a GPU node" in p.reasons[0]

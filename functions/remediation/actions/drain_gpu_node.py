@@ -587,6 +587,11 @@ def plan_drain_gpu_node(ctx: PlanContext) -> Plan | NoPlan:
     node = ctx.facts.get("Node", "", node_name)
     if node is None:
         return _no(f"{node_ref} not found", node_ref)
+    if not is_gpu_node(node):
+        # an Xid comes from a GPU: the alert names the wrong node (often
+        # dcgm-exporter's Hostname left as the exporter pod's name)
+        return _no(f"Xid {xid} on {node_ref}, which has no {GPU} capacity: not a GPU node, "
+                   "nothing to drain (check the alert's node label)", node_ref)
     facts_params = {"xid": xid, "xids": sorted(set(xids)), "xid_action": action,
                     "xid_source": source, "node": node_name,
                     "gpu": s.labels.get("gpu", ""), "uuid": s.labels.get("UUID", ""),
