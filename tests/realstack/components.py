@@ -392,6 +392,20 @@ class ControlPlane:
                 continue
         return out
 
+    def audited(self, verb: str, resource: str, *, namespace: str | None = None,
+                name: str | None = None, subresource: str = "") -> list[dict[str, Any]]:
+        """The audit log's entries for ``verb`` on ``resource[/subresource]``
+        (optionally in ``namespace``, on ``name``), oldest first."""
+        out = []
+        for e in self.audit_events():
+            ref = e.get("objectRef", {})
+            if (e["verb"] == verb and ref.get("resource") == resource
+                    and ref.get("subresource", "") == subresource
+                    and (namespace is None or ref.get("namespace") == namespace)
+                    and (name is None or ref.get("name") == name)):
+                out.append(e)
+        return out
+
     def logs_tail(self) -> str:
         return "\n\n".join(f"--- {p.name} ({p.log})\n{tail(p.log, 25)}" for p in self.processes)
 

@@ -49,10 +49,8 @@ def generation(plane: ControlPlane, ns: str, i: int) -> int:
 
 def patches(plane: ControlPlane, ns: str) -> list[str]:
     """Deployments PATCHed (and accepted) in ``ns``, one entry per write."""
-    return [e["objectRef"]["name"] for e in plane.audit_events()
-            if e["verb"] == "patch" and e.get("objectRef", {}).get("namespace") == ns
-            and e["objectRef"].get("resource") == "deployments"
-            and e.get("responseStatus", {}).get("code") == 200
+    return [e["objectRef"]["name"] for e in plane.audited("patch", "deployments", namespace=ns)
+            if e.get("responseStatus", {}).get("code") == 200
             and "dryRun" not in e.get("requestURI", "")]
 
 

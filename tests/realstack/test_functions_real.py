@@ -140,10 +140,7 @@ def test_server_side_dry_run_changes_nothing(control_plane, gpu_fleet, namespace
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert RESTARTED_AT not in (after["spec"]["template"]["metadata"].get("annotations") or {})
     # The API server saw the write as a dry run (the audit log has it, nothing persisted).
-    writes = [e for e in plane.audit_events()
-              if e.get("objectRef", {}).get("namespace") == ns
-              and e.get("objectRef", {}).get("resource") == "deployments"
-              and e["verb"] == "patch"]
+    writes = plane.audited("patch", "deployments", namespace=ns)
     assert writes and all("dryRun=All" in e["requestURI"] for e in writes), writes
 
 
@@ -209,9 +206,7 @@ def test_fatal_xid_cordons_taints_and_drains_through_a_real_pdb(control_plane, g
         assert free in {p["spec"]["nodeName"] for p in now}, now
         assert all(p["spec"]["nodeName"] != node for p in now), now
         assert out["verification"]["result"] == "succeeded", out["verification"]
-        evictions = [e for e in plane.audit_events()
-                     if e.get("objectRef", {}).get("subresource") == "eviction"
-                     and e["objectRef"].get("namespace") == ns]
+        evictions = plane.audited("create", "pods", namespace=ns, subresource="eviction")
         assert evictions and evictions[-1]["responseStatus"]["code"] == 201, evictions
     finally:
         uncordon(plane, node)
@@ -242,9 +237,7 @@ def test_pdb_blocks_the_drain_until_its_deadline(control_plane, gpu_fleet, names
         assert read_node(plane, node)["spec"]["unschedulable"] is True
         still = plane.get(f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}")
         assert still.status_code == 200 and not still.json()["metadata"].get("deletionTimestamp")
-        refused = [e for e in plane.audit_events()
-                   if e.get("objectRef", {}).get("subresource") == "eviction"
-                   and e["objectRef"].get("namespace") == ns]
+        refused = plane.audited("create", "pods", namespace=ns, subresource="eviction")
         assert refused and {e["responseStatus"]["code"] for e in refused} == {429}, refused
     finally:
         uncordon(plane, node)
@@ -290,9 +283,7 @@ def test_hot_node_evicts_a_gpu_pod_and_verification_tells_where_it_went(
                                          "DCGM_FI_DEV_GPU_TEMP": "92"}))
 
     assert out["status"] == "applied", out
-    evictions = [e for e in plane.audit_events()
-                 if e.get("objectRef", {}).get("subresource") == "eviction"
-                 and e["objectRef"].get("namespace") == ns]
+    evictions = plane.audited("create", "pods", namespace=ns, subresource="eviction")
     assert len(evictions) == 1 and evictions[0]["responseStatus"]["code"] == 201, evictions
     (moved,) = ready_pods(plane, ns, "vllm-hot", 1)
     assert moved["metadata"]["uid"] != pod["metadata"]["uid"]

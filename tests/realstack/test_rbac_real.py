@@ -130,9 +130,7 @@ def test_restart_engine_acts_with_its_own_token_and_is_refused_the_rest(
     assert out["status"] == "applied", out
     assert out["verification"]["result"] == "succeeded", out
     # The write was made as the function's ServiceAccount (the audit log says who).
-    patches = [e for e in plane.audit_events()
-               if e.get("objectRef", {}).get("namespace") == ns and e["verb"] == "patch"
-               and e["objectRef"].get("resource") == "deployments"]
+    patches = plane.audited("patch", "deployments", namespace=ns)
     assert patches and patches[-1]["user"]["username"] == \
         "system:serviceaccount:remediation:restart-engine", patches[-1]["user"]
     # The same token may not evict, cordon or read Secrets.
@@ -148,23 +146,28 @@ def test_restart_engine_acts_with_its_own_token_and_is_refused_the_rest(
     assert not plane.read(f"/api/v1/nodes/{gpu_fleet['gpu'][3]}")["spec"].get("unschedulable")
 
 
+def engine_and_drain_app(plane: ControlPlane, ns: str, name: str, node: str, serve_app: Any,
+                         tmp_path: Path) -> Any:
+    """A ready one-pod engine pinned to ``node``, and the app serving
+    drain-gpu-node with a token of that function's own ServiceAccount."""
+    dep = deployment(ns, name, 1)
+    dep["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    plane.create(f"/apis/apps/v1/namespaces/{ns}/deployments", dep)
+    ready_pods(plane, ns, name, 1)
+    token = sa_token(plane, "drain-gpu-node")
+    return serve_app(settings_as(plane, tmp_path, "drain-gpu-node", token, "drain-gpu-node"))
+
+
 def test_drain_acts_with_its_own_token(control_plane, gpu_fleet, rbac_applied, namespace,
                                        serve_app, tmp_path):
     plane, ns = control_plane, namespace
     node = gpu_fleet["gpu"][3]
-    dep = deployment(ns, "vllm-dn", 1)
-    dep["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
-    plane.create(f"/apis/apps/v1/namespaces/{ns}/deployments", dep)
-    ready_pods(plane, ns, "vllm-dn", 1)
-    token = sa_token(plane, "drain-gpu-node")
-    app = serve_app(settings_as(plane, tmp_path, "drain-gpu-node", token, "drain-gpu-node"))
+    app = engine_and_drain_app(plane, ns, "vllm-dn", node, serve_app, tmp_path)
     try:
         out = post(app, alert("GPUXidError", {"Hostname": node, "xid": "79", "gpu": "2"}))
         assert out["status"] in ("applied", "partial"), out
         assert plane.read(f"/api/v1/nodes/{node}")["spec"]["unschedulable"] is True
-        writers = {e["user"]["username"] for e in plane.audit_events()
-                   if e.get("objectRef", {}).get("resource") == "nodes"
-                   and e["objectRef"].get("name") == node and e["verb"] == "patch"}
+        writers = {e["user"]["username"] for e in plane.audited("patch", "nodes", name=node)}
         assert "system:serviceaccount:remediation:drain-gpu-node" in writers, writers
         assert "admin" not in writers
     finally:
@@ -178,12 +181,7 @@ def test_an_application_xid_restarts_the_workload_with_the_drain_functions_token
     RBAC; this test found them missing and 403 on a real cluster)."""
     plane, ns = control_plane, namespace
     node = gpu_fleet["gpu"][3]
-    dep = deployment(ns, "vllm-x13", 1)
-    dep["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
-    plane.create(f"/apis/apps/v1/namespaces/{ns}/deployments", dep)
-    ready_pods(plane, ns, "vllm-x13", 1)
-    token = sa_token(plane, "drain-gpu-node")
-    app = serve_app(settings_as(plane, tmp_path, "drain-gpu-node", token, "drain-gpu-node"))
+    app = engine_and_drain_app(plane, ns, "vllm-x13", node, serve_app, tmp_path)
 
     out = post(app, alert("GPUXidError", {"Hostname": node, "xid": "13", "gpu": "0"}))
 
