@@ -31,12 +31,14 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
-from collections.abc import Sequence
+from typing import Any, TextIO, TypeVar
+from collections.abc import Callable, Sequence
 
 from .errors import InvalidInput, RemediationError
 from .model import Outcome, Status
 from .settings import KubeSettings, Settings
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_RETRY, EXIT_INVALID = 0, 1, 2
 
@@ -127,23 +129,34 @@ def _settings_for_replay(args: argparse.Namespace) -> Settings:
 def replay(paths: Sequence[str], settings: Settings, *, as_json: bool, out: TextIO,
            err: TextIO, labels: list[str] | None = None) -> int:
     from .dispatch import handle_events
-    from .runtime import build_pipeline, close_pipeline
 
     try:
         events = [e for where, doc in read_documents(paths) for e in detect_events(doc, where=where)]
     except InvalidInput as exc:
         err.write(f"remediate: invalid input: {exc}\n")
         return EXIT_INVALID
+    outcomes, code = _with_pipeline(settings, err,
+                                    lambda p: handle_events(p, events, via="replay"))
+    if outcomes is None:
+        return code
+    return _report(outcomes, as_json=as_json, out=out, err=err, labels=labels)
+
+
+def _with_pipeline(settings: Settings, err: TextIO,
+                   work: Callable[[Any], T]) -> tuple[T | None, int]:
+    """``work(pipeline)`` on a pipeline built for ``settings`` and closed
+    after; ``(None, EXIT_INVALID)`` when it cannot be built (said on ``err``)."""
+    from .runtime import build_pipeline, close_pipeline
+
     try:
         pipeline = build_pipeline(settings)
     except RemediationError as exc:
         err.write(f"remediate: cannot start: {exc}\n")
-        return EXIT_INVALID
+        return None, EXIT_INVALID
     try:
-        outcomes = handle_events(pipeline, events, via="replay")
+        return work(pipeline), EXIT_OK
     finally:
         close_pipeline(pipeline)
-    return _report(outcomes, as_json=as_json, out=out, err=err, labels=labels)
 
 
 def _report(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: TextIO,
@@ -279,18 +292,11 @@ def sweep(settings: Settings, *, as_json: bool, out: TextIO, err: TextIO) -> int
     """Run what the ledger has scheduled and is due (recovery after the
     healthy delay): once; on Knative a PingSource asks the function instead."""
     from .dispatch import log_outcome
-    from .runtime import build_pipeline, close_pipeline
 
     _ledger_note(settings, err)
-    try:
-        pipeline = build_pipeline(settings)
-    except RemediationError as exc:
-        err.write(f"remediate: cannot start: {exc}\n")
-        return EXIT_INVALID
-    try:
-        outcomes = pipeline.sweep()
-    finally:
-        close_pipeline(pipeline)
+    outcomes, code = _with_pipeline(settings, err, lambda p: p.sweep())
+    if outcomes is None:
+        return code
     for o in outcomes:
         log_outcome(o, via="sweep")
     if not outcomes and not as_json:
@@ -365,18 +371,10 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
         out.write(json.dumps({"sent": delivery.ok, "status": delivery.status,
                               "detail": delivery.detail}) + "\n")
         return EXIT_OK if delivery.ok else EXIT_RETRY
-    from .runtime import build_pipeline, close_pipeline
-
     _ledger_note(settings, err)
-    try:
-        pipeline = build_pipeline(settings)
-    except RemediationError as exc:
-        err.write(f"remediate: cannot start: {exc}\n")
-        return EXIT_INVALID
-    try:
-        outcome = pipeline.approve(key, approver, via="cli")
-    finally:
-        close_pipeline(pipeline)
+    outcome, code = _with_pipeline(settings, err, lambda p: p.approve(key, approver, via="cli"))
+    if outcome is None:
+        return code
     if as_json:
         out.write(json.dumps(outcome.as_dict(), sort_keys=True, default=str) + "\n")
         return _exit_for(outcome)
