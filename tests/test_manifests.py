@@ -376,6 +376,12 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
                     f"{where}: {hi} replicas need the shared (Lease) ledger"
         assert "K_SINK" not in env, f"{where}: K_SINK comes from the SinkBinding"
         secrets_used = {k for k, v in env.items() if "valueFrom" in v}
+        # every Service signs (adapter) or verifies (the rest) CloudEvents
+        # with the event key, and only with that Secret's key (issue 15)
+        assert "REMEDIATION_EVENT_HMAC_KEY" in secrets_used, f"{where}: no event key"
+        ref = env["REMEDIATION_EVENT_HMAC_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("remediation-events", "hmac-key"), where
+        secrets_used.discard("REMEDIATION_EVENT_HMAC_KEY")
         if svc_name == "webhook-adapter":
             assert secrets_used == {"ALERTMANAGER_BEARER_TOKEN", "SPLUNK_WEBHOOK_TOKEN"}
         elif svc_name in REMEDIATIONS:
@@ -694,3 +700,23 @@ def test_containerfile() -> None:
     cmd = re.findall(r"^CMD\s+(.*)$", text, re.MULTILINE)[-1]
     assert "waitress-serve" in cmd and "--port=8080" in cmd
     assert "remediation.app:create_app" in cmd and "--call" in cmd
+
+
+def test_event_policies_admit_only_the_broker_and_the_adapter(rendered) -> None:
+    """Issue 15: with Knative OIDC on, the functions hear only the Broker and
+    the Broker only the adapter (and the functions' own outcome events)."""
+    name, docs = rendered
+    policies = {d["metadata"]["name"]: d["spec"] for d in objects(docs, "EventPolicy")}
+    to_functions = policies["remediation-function-senders"]
+    assert {t["ref"]["name"] for t in to_functions["to"]} == set(REMEDIATIONS) | {"dead-letter"}
+    assert to_functions["from"] == [{"ref": {"apiVersion": "eventing.knative.dev/v1",
+                                             "kind": "Broker", "name": "remediation",
+                                             "namespace": "remediation"}}], name
+    broker = policies["remediation-broker-senders"]
+    assert [t["ref"]["kind"] for t in broker["to"]] == ["Broker"]
+    refs = [f["ref"] for f in broker["from"] if "ref" in f]
+    assert refs == [{"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding",
+                     "name": "webhook-adapter", "namespace": "remediation"}]
+    subs = {f["sub"] for f in broker["from"] if "sub" in f}
+    assert subs == {f"system:serviceaccount:remediation:{fn}" for fn in REMEDIATIONS}
+    assert not any("*" in s for s in subs), f"{name}: no wildcard senders"

@@ -1,7 +1,10 @@
 """The HTTP app (Flask): CloudEvents in, outcome events out; webhooks.
 
 Routes:
-- ``POST /``: CloudEvents in binary, structured or batched mode. A single
+- ``POST /``: CloudEvents in binary, structured or batched mode, from an
+  authenticated sender only (``guard.sender_auth``: a Knative OIDC token or
+  the adapter's HMAC signature; 401 otherwise, before the body is read
+  where the headers settle it). A single
   event gets its outcome back as a binary-mode reply event (200); a batch
   gets a batch of outcomes. Any retryable outcome answers 503 so Knative
   redelivers (finished items then come back as duplicates).
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 
 from .dispatch import handle_event, handle_events, http_status
-from .errors import InvalidInput
+from .errors import InvalidInput, TemporaryError
 from .events.alertmanager import alertmanager_to_events
 from .events.binding import event_dict, load_json, parse_http, to_batch, to_binary
 from .events.outcome import outcome_event
@@ -57,7 +60,8 @@ def _same(given: str, expected: str) -> bool:
 
 
 def create_app(settings: Settings | None = None, pipeline: Pipeline | None = None,
-               *, pipeline_factory: Callable[[Settings], Pipeline] | None = None) -> Flask:
+               *, pipeline_factory: Callable[[Settings], Pipeline] | None = None,
+               sender_auth: Any = None) -> Flask:
     """The WSGI app. Without arguments it reads Settings from the environment
     (the only place that does) and builds the pipeline once."""
     if settings is None:
@@ -66,6 +70,10 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         from .runtime import build_pipeline
 
         pipeline = (pipeline_factory or build_pipeline)(settings)
+    if sender_auth is None:
+        from .runtime import build_sender_auth
+
+        sender_auth = build_sender_auth(settings)
     http = settings.http
     app = Flask("remediation")
     routes = pipeline.routes
@@ -96,6 +104,15 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         if http.sink:
             from .forward import forward_events
 
+            key = settings.sender_auth.hmac_key
+            if key:  # the functions behind the Broker admit only signed events
+                import time
+
+                from .events.binding import new_event
+                from .guard.sender_auth import sign_events
+
+                events = sign_events(events, key.reveal(), now=time.time(),
+                                     rebuild=lambda a, d: new_event(a, d, trusted=True))
             return forward_events(events, http)
         outcomes = handle_events(pipeline, events, via="webhook")
         status = http_status(outcomes)
@@ -128,27 +145,54 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                     ", ".join(f"{e.get_type()} {e.get_id()}" for e in events)[:500])
         return _json({"stored": seqs}, 202)  # 202: not a reply, nothing goes back to the broker
 
-    @app.post("/dead-letters")
-    def dead_letter_endpoint() -> Response:
+    def unauthorized(why: str) -> Response:
+        log.warning("refused a CloudEvent from %s: %s", request.remote_addr, why)
+        return _error(401, "unauthorized", why)
+
+    def authenticated_events() -> list[Any] | Response:
+        """The request's events when its sender is authenticated: 401 first
+        (from the headers, before the body is read, where they settle it),
+        then 413/400 for the body, then the events' own signatures."""
+        from .guard.sender_auth import SenderRefused
+
+        headers = dict(request.headers)
+        try:
+            sender = sender_auth.before_body(headers)
+        except SenderRefused as exc:
+            return unauthorized(str(exc))
+        except TemporaryError as exc:  # the issuer's keys cannot be read: retry later
+            return _json({"error": "temporarily-unavailable", "message": str(exc)}, 503,
+                         {"Retry-After": "5"})
         body = read_body()
         if isinstance(body, Response):
             return body
         try:
-            events = parse_http(dict(request.headers), body)
+            events = parse_http(headers, body)
         except InvalidInput as exc:
+            if sender is None and not settings.sender_auth.allow_unauthenticated:
+                # an unauthenticated stranger learns nothing of our parser
+                return unauthorized("a valid OIDC bearer token or a signed event is required")
             return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
+        if sender is None:
+            try:
+                sender_auth.check_events(events)
+            except SenderRefused as exc:
+                return unauthorized(str(exc))
+        return events
+
+    @app.post("/dead-letters")
+    def dead_letter_endpoint() -> Response:
+        events = authenticated_events()
+        if isinstance(events, Response):
+            return events
         return keep_dead_letters(events)
 
     @app.post("/")
     def cloudevents() -> Response:
-        body = read_body()
-        if isinstance(body, Response):
-            return body
+        events = authenticated_events()
+        if isinstance(events, Response):
+            return events
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        try:
-            events = parse_http(dict(request.headers), body)
-        except InvalidInput as exc:
-            return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
         if dead_letter_mode:
             return keep_dead_letters(events)
         batch = ctype == "application/cloudevents-batch+json"

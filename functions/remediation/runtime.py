@@ -88,6 +88,34 @@ def build_publisher(settings: Settings) -> Any:
     return publish
 
 
+def build_sender_auth(settings: Settings) -> Any:
+    """Who may post CloudEvents (``guard.sender_auth``): OIDC when an issuer
+    is configured, the adapter's HMAC signature when a key is; neither and no
+    explicit opt-out refuses every event."""
+    import time
+
+    from .guard.sender_auth import SenderAuthenticator
+
+    cfg = settings.sender_auth
+    verifier = None
+    if cfg.oidc_issuer:
+        from .clients.oidc import OIDCTokenVerifier
+
+        verifier = OIDCTokenVerifier(cfg)
+        log.info("sender authentication: Knative OIDC tokens of issuer %s, audience %s%s",
+                 cfg.oidc_issuer, cfg.oidc_audience,
+                 f", subjects {', '.join(cfg.oidc_subjects)}" if cfg.oidc_subjects else "")
+    if cfg.hmac_key:
+        log.info("sender authentication: events signed with the event HMAC key")
+    if cfg.allow_unauthenticated:
+        log.warning("sender authentication is OFF (REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS="
+                    "true): anyone who can reach POST / can make this function act")
+    elif not cfg.configured:
+        log.error("no sender authentication is configured (REMEDIATION_OIDC_ISSUER or "
+                  "REMEDIATION_EVENT_HMAC_KEY): every CloudEvent will be refused with 401")
+    return SenderAuthenticator(cfg, verifier, clock=time.time)
+
+
 def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     """A ready pipeline; ``overrides`` replace any port (tests, CLI)."""
     ports: dict[str, Any] = dict(overrides)

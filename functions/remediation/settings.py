@@ -65,6 +65,37 @@ class HTTPSettings:
 
 
 @dataclass(frozen=True)
+class SenderAuthSettings:
+    """Who may POST CloudEvents to ``/`` and ``/dead-letters`` (see README,
+    Security). Secure by default: with nothing configured every event is
+    refused with 401 unless ``allow_unauthenticated`` says otherwise."""
+
+    #: REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS=true: accept events from anyone
+    #: (a lab without OIDC or a signing key); logged as a warning at start-up
+    allow_unauthenticated: bool = False
+    #: HMAC-SHA256 key the adapter signs its events with (``remediationsig``)
+    hmac_key: Secret = field(default_factory=lambda: Secret(""))
+    #: a signed event older than this (seconds) is refused (a replayed capture)
+    max_age: float = 3600.0
+    #: Knative's OIDC sender identity: the cluster's ServiceAccount issuer
+    oidc_issuer: str = ""
+    #: the audience the Broker requests for this function (its Service's)
+    oidc_audience: str = ""
+    #: where the issuer's keys are; empty: the issuer's OIDC discovery document
+    oidc_jwks_url: str = ""
+    #: accepted ``sub`` claims; a trailing ``*`` matches any suffix; empty: any
+    oidc_subjects: tuple[str, ...] = ()
+    oidc_ca_cert: str = ""  # CA bundle for the issuer (in-cluster: the SA's ca.crt)
+    oidc_token_path: str = ""  # bearer sent when fetching keys (the kube-apiserver wants one)
+    oidc_timeout: float = 3.0  # seconds per key fetch
+    jwks_cache_seconds: float = 300.0  # keys are re-read after this, or for an unknown kid
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.hmac_key) or bool(self.oidc_issuer)
+
+
+@dataclass(frozen=True)
 class KubeSettings:
     kubeconfig: str = ""  # empty: in-cluster, then default kubeconfig
     context: str = ""
@@ -129,6 +160,7 @@ class Settings:
     routes_file: str = ""  # alert/search name -> function mapping (YAML/JSON)
     functions: tuple[str, ...] = ()  # functions this process serves; empty: all
     http: HTTPSettings = field(default_factory=HTTPSettings)
+    sender_auth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
@@ -156,6 +188,21 @@ class Settings:
                 sink_timeout=_float(g("REMEDIATION_SINK_TIMEOUT"), 5.0),
                 dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
                 outcome_sink=g("REMEDIATION_OUTCOME_SINK", ""),
+            ),
+            sender_auth=SenderAuthSettings(
+                allow_unauthenticated=_bool(g("REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS"),
+                                            False),
+                hmac_key=Secret(g("REMEDIATION_EVENT_HMAC_KEY", "")),
+                max_age=_float(g("REMEDIATION_EVENT_MAX_AGE"), 3600.0),
+                oidc_issuer=g("REMEDIATION_OIDC_ISSUER", ""),
+                oidc_audience=g("REMEDIATION_OIDC_AUDIENCE", ""),
+                oidc_jwks_url=g("REMEDIATION_OIDC_JWKS_URL", ""),
+                oidc_subjects=tuple(s.strip() for s in g("REMEDIATION_OIDC_SUBJECTS", "")
+                                    .split(",") if s.strip()),
+                oidc_ca_cert=g("REMEDIATION_OIDC_CA_CERT", ""),
+                oidc_token_path=g("REMEDIATION_OIDC_TOKEN_PATH", ""),
+                oidc_timeout=_float(g("REMEDIATION_OIDC_TIMEOUT"), 3.0),
+                jwks_cache_seconds=_float(g("REMEDIATION_OIDC_JWKS_CACHE_SECONDS"), 300.0),
             ),
             kube=KubeSettings(
                 kubeconfig=g("KUBECONFIG", ""),
