@@ -36,6 +36,7 @@ from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import TAKEN, ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
+from .guard.targets import target_facts
 from .model import Decision, NoPlan, Outcome, Plan, Signal, Status
 from .routing import Routes
 from .settings import Settings
@@ -265,9 +266,15 @@ class Pipeline:
                                   exclude_key=plan.key)
         approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
+            facts = target_facts(plan, self.cluster.facts(cluster))
+        except TemporaryError as exc:
+            return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
+                               dry_run=dry_run)
+        try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
-                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval)
+                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval,
+                              facts=facts)
         except TemporaryError as exc:
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
         if not decision.allow:
