@@ -515,6 +515,7 @@ EXPECTED_RULES = {
         ("apps", "replicasets"): ("get", "list"),
         ("apps", "deployments", "statefulsets"): ("get", "list", "patch"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),  # the policy's facts (issue 15)
     }),
     "drain-gpu-node": _expand({
         ("", "nodes"): ("get", "list", "patch"),
@@ -526,20 +527,24 @@ EXPECTED_RULES = {
         ("apps", "deployments", "statefulsets"): ("get", "list", "patch"),
         ("policy", "poddisruptionbudgets"): ("get", "list"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
     "rebalance-gpu-pods": _expand({
         ("", "nodes", "pods"): ("get", "list"),
         ("policy", "poddisruptionbudgets"): ("get", "list"),
         ("", "pods/eviction"): ("create",),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
     "scale-engine": _expand({
         ("apps", "deployments"): ("get",),
         ("apps", "deployments/scale"): ("get", "patch"),
         ("", "nodes", "pods"): ("get", "list"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
 }
+READ_VERBS = {"get", "list", "watch"}
 
 
 def _bindings_of(docs: tuple[dict[str, Any], ...], sa: str) -> list[dict[str, Any]]:
@@ -554,6 +559,8 @@ def _bindings_of(docs: tuple[dict[str, Any], ...], sa: str) -> list[dict[str, An
 
 def test_rbac_is_least_privilege(rendered) -> None:
     name, docs = rendered
+    if name == "overlays/kafka":  # the production overlay is the one with Vault on
+        assert any(_settings(docs, svc).get("VAULT_ADDR") for svc in ksvcs(docs).values())
     services = ksvcs(docs)
     roles = {(d["kind"], d["metadata"]["name"]): d
              for d in objects(docs, "ClusterRole") + objects(docs, "Role")}
@@ -576,7 +583,18 @@ def test_rbac_is_least_privilege(rendered) -> None:
                 cluster_wide |= rules
             granted |= rules
         where = f"{name}: {svc_name} (ServiceAccount {sa})"
-        if svc_name in REMEDIATIONS:
+        vault_on = bool(_settings(docs, svc).get("VAULT_ADDR"))
+        if svc_name in REMEDIATIONS and vault_on:
+            # Issue 15: with Vault, writes run only with Vault's per-plan
+            # credential; the function's own identity reads, and keeps the
+            # ledger's Lease rights, nothing more.
+            writes = {r for r in cluster_wide if r[2] not in READ_VERBS}
+            assert not writes, f"{where}: standing writes beside Vault: {sorted(writes)}"
+            expected = {r for r in EXPECTED_RULES[svc_name] if r[2] in READ_VERBS}
+            assert cluster_wide == expected, f"{where}: reads differ: " \
+                f"extra {sorted(cluster_wide - expected)} missing {sorted(expected - cluster_wide)}"
+            assert granted - cluster_wide == lease_rules, f"{where}: namespace rules"
+        elif svc_name in REMEDIATIONS:
             assert cluster_wide == EXPECTED_RULES[svc_name], \
                 f"{where}: cluster-wide rules differ:\n" \
                 f"  extra {sorted(cluster_wide - EXPECTED_RULES[svc_name])}\n" \

@@ -14,7 +14,7 @@ from .actions.catalogue import CATALOGUE
 from .credentials import AmbientCredentials, CredentialBroker
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
-from .pipeline import Pipeline
+from .pipeline import STATS_WINDOW_SECONDS, Pipeline
 from .routing import load_routes
 from .settings import PolicySettings, Settings
 
@@ -64,7 +64,14 @@ def build_ledger(settings: Settings) -> Any:
         from .guard.lease_ledger import LeaseLedger
 
         log.info("ledger: Kubernetes Leases in namespace %s", settings.kube.self_namespace)
-        return LeaseLedger(KubeLeases.from_settings(settings.kube))
+        retention = settings.ledger.retention
+        if 0 < retention < STATS_WINDOW_SECONDS:
+            log.warning("REMEDIATION_LEDGER_RETENTION %ss is shorter than the policy's "
+                        "window (%ss): limits would forget actions", retention,
+                        STATS_WINDOW_SECONDS)
+        return LeaseLedger(KubeLeases.from_settings(settings.kube),
+                           approval_key=settings.approval.secret.reveal(),
+                           retention=retention)
     return SQLiteLedger(settings.ledger.path)
 
 

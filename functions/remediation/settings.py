@@ -137,6 +137,9 @@ class LedgerSettings:
     path: str = ""  # SQLite file; empty: in-memory (one process)
     claim_ttl: float = 300.0  # seconds before a claim whose holder vanished can be retaken
     target_window: float = 300.0  # one action per (target, action) in this window, any incident
+    #: finished Lease ledger records older than this are pruned (seconds; longer
+    #: than any policy or planner window); 0: never
+    retention: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ class Settings:
                 path=g("REMEDIATION_LEDGER", ""),
                 claim_ttl=_float(g("REMEDIATION_CLAIM_TTL"), 300.0),
                 target_window=_float(g("REMEDIATION_TARGET_WINDOW"), 300.0),
+                retention=_float(g("REMEDIATION_LEDGER_RETENTION"), 86400.0),
             ),
             approval=ApprovalSettings(
                 ttl=_float(g("REMEDIATION_APPROVAL_TTL"), 3600.0),

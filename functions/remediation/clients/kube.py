@@ -469,9 +469,15 @@ class KubeLeases:
         self._write("DELETE", name, {"apiVersion": "v1", "kind": "DeleteOptions",
                                      "preconditions": {"resourceVersion": resource_version}})
 
-    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def list(self, labels: Mapping[str, str], *,
+             status_in: Any = None) -> list[dict[str, Any]]:
+        from ..guard.lease_ledger import STATUS_LABEL
+
+        selector = _selector(labels)
+        if status_in:  # set-based: the server filters, the claim reads only what counts
+            selector += f",{STATUS_LABEL} in ({','.join(sorted(status_in))})"
         doc = self._api.call("list leases", "GET", self._path(),
-                             query={"labelSelector": _selector(labels)})
+                             query={"labelSelector": selector.lstrip(",")})
         return list(doc.get("items") or [])
 
     def close(self) -> None:
