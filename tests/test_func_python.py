@@ -130,3 +130,16 @@ def test_func_python_middleware_serves_cloudevents(func_service):
                      headers={"Content-Type": "application/cloudevents+json"})
     assert bad.status_code == 401  # unauthenticated: the parser's findings are not shared
     assert httpx.get(func_service + "/health/liveness", timeout=5).status_code == 200
+
+
+def test_func_python_path_refuses_a_huge_declared_body_from_its_headers(func_service):
+    """Issue 15: REMEDIATION_MAX_BODY_BYTES holds on the func path too, decided
+    from Content-Length before the body is received."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(func_service)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents+json"
+                     b"\r\nContent-Length: 268435456\r\n\r\n" + b"{" * 1024)
+        assert sock.recv(4096).split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 413")

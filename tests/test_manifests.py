@@ -353,8 +353,10 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
 
         container = _container(svc)
         for bound in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(container["resources"].get(bound, {})), \
-                f"{where}: resources.{bound}"
+            # ephemeral-storage too (issue 15): request bodies and temporary
+            # files cannot fill the node's disk
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(
+                container["resources"].get(bound, {})), f"{where}: resources.{bound}"
         assert [p["containerPort"] for p in container["ports"]] == [8080]
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveness"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
@@ -718,6 +720,13 @@ def test_containerfile() -> None:
     cmd = re.findall(r"^CMD\s+(.*)$", text, re.MULTILINE)[-1]
     assert "waitress-serve" in cmd and "--port=8080" in cmd
     assert "remediation.app:create_app" in cmd and "--call" in cmd
+    # issue 15: waitress's own body limit follows REMEDIATION_MAX_BODY_BYTES,
+    # slow connections are closed, connections are bounded
+    assert "--max-request-body-size=${REMEDIATION_MAX_BODY_BYTES}" in cmd
+    assert "--channel-timeout=" in cmd and "--connection-limit=" in cmd
+    from remediation.settings import HTTPSettings
+
+    assert f"REMEDIATION_MAX_BODY_BYTES={HTTPSettings().max_body_bytes}" in text
 
 
 def test_event_policies_admit_only_the_broker_and_the_adapter(rendered) -> None:

@@ -346,6 +346,18 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def waitress_options(http: Any) -> dict[str, Any]:
+    """waitress limits from Settings (issue 15, findings 5 and 9): it buffers a
+    request body before the app sees it, so its own limit must be the app's
+    (a larger body is refused with 413 from the headers, before it is read);
+    idle or trickling connections are closed after ``channel_timeout``."""
+    return {"max_request_body_size": http.max_body_bytes,
+            "channel_timeout": http.channel_timeout,
+            "cleanup_interval": max(1, min(30, int(http.channel_timeout // 2) or 1)),
+            "connection_limit": http.connection_limit,
+            "threads": http.threads}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -433,7 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .app import create_app
 
         logging.getLogger().setLevel(logging.INFO)
-        waitress.serve(create_app(), host=args.host, port=args.port, threads=8)
+        settings = Settings.from_env(os.environ)
+        waitress.serve(create_app(settings), host=args.host, port=args.port,
+                       **waitress_options(settings.http))
         return EXIT_OK
     if args.command == "policy":
         from .clients.rego import run_rego_tests

@@ -152,7 +152,14 @@ class Pipeline:
             return self._outcome(signal, Status.SKIPPED, function,
                                  reasons=("resolved alert: nothing to do for this function",))
 
-        cluster = signal.cluster or self.settings.cluster
+        # The one cluster this process reads is the one it writes to, with that
+        # cluster's credentials (issue 15): an event naming another cluster is
+        # refused before any read, and never picks the cluster of a write.
+        cluster = self.settings.cluster
+        if signal.cluster and cluster and signal.cluster != cluster:
+            return self._outcome(signal, Status.REJECTED, function, reasons=(
+                f"cluster {signal.cluster[:80]!r} is not served here (this function serves "
+                f"{cluster!r}); nothing was read or changed",))
         try:
             facts = self.cluster.facts(cluster)
             if facts_memo is not None:

@@ -40,7 +40,7 @@ def build_cluster(settings: Settings) -> Any:
     from .clients.kube import KubeAccess
 
     log.info("cluster: live API (%s)", settings.kube.kubeconfig or "in-cluster or ~/.kube/config")
-    return KubeAccess(settings.kube)
+    return KubeAccess(settings.kube, clusters=(settings.cluster,))
 
 
 def load_policy_engine(settings: PolicySettings) -> Any:

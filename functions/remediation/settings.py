@@ -62,6 +62,12 @@ class HTTPSettings:
     sink_timeout: float = 5.0
     dead_letter_store: str = ""  # SQLite file for dead letters; empty: in-memory
     outcome_sink: str = ""  # where an applied outcome goes at once, before verification ends
+    #: waitress: seconds a connection may sit idle or trickle before it is
+    #: closed (slow clients must not hold every connection), and how many
+    #: connections are served at once (the rest wait in the listen backlog)
+    channel_timeout: float = 30.0
+    connection_limit: int = 100
+    threads: int = 8
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,9 @@ class Settings:
                 sink_timeout=_float(g("REMEDIATION_SINK_TIMEOUT"), 5.0),
                 dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
                 outcome_sink=g("REMEDIATION_OUTCOME_SINK", ""),
+                channel_timeout=_float(g("REMEDIATION_CHANNEL_TIMEOUT"), 30.0),
+                connection_limit=_int(g("REMEDIATION_CONNECTION_LIMIT"), 100),
+                threads=_int(g("REMEDIATION_THREADS"), 8),
             ),
             sender_auth=SenderAuthSettings(
                 allow_unauthenticated=_bool(g("REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS"),
