@@ -76,8 +76,9 @@ def test_a_forged_approval_in_a_lease_releases_nothing(lease_app, fleet):
 
 
 def test_a_signed_approval_through_the_lease_ledger_still_applies(lease_app, fleet):
-    key = post(lease_app, alert_event()).json()["approval"]["id"]
-    resp = post(lease_app, approval_event(key, "alice"))
+    request = post(lease_app, alert_event()).json()["approval"]
+    key = request["id"]
+    resp = post(lease_app, approval_event(key, "alice", expires_at=request["expires_at"]))
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "applied"
     assert resp.json()["approval"]["approved_by"] == "alice"

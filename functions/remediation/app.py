@@ -10,8 +10,8 @@ Routes:
   redelivers (finished items then come back as duplicates).
 - ``POST /webhooks/alertmanager``: bearer or basic auth, as Alertmanager's
   ``http_config`` sends; converts the group to one event per alert.
-- ``POST /webhooks/splunk/<token>`` (or ``?token=``): Splunk cannot send
-  headers, so the secret rides in the URL.
+- ``POST /webhooks/splunk/<token>``: Splunk cannot send headers, so the
+  secret rides in the URL path (never the query string, which proxies log).
 - ``GET /health/liveness``, ``/health/readiness``.
 
 Malformed input gets a 400 JSON error naming the problem and never reaches
@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
     (the only place that does) and builds the pipeline once."""
     if settings is None:
         settings = Settings.from_env(os.environ)
+    placeholders = settings.placeholder_secrets()
+    if placeholders:  # the manifests' CHANGE-ME values: refuse to start (issue 15)
+        raise RuntimeError("refusing to start with the shipped placeholder value of "
+                           f"{', '.join(placeholders)}: set real secrets (see README, Security)")
     if pipeline is None:
         from .runtime import build_pipeline
 
@@ -221,9 +225,11 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
     @app.post("/webhooks/splunk")
     @app.post("/webhooks/splunk/<token>")
     def splunk(token: str = "") -> Response:
-        given = token or request.args.get("token", "")
-        if not _same(given, http.splunk_token.reveal()):
-            return _error(401, "unauthorized", "a valid token is required in the URL")
+        if "token" in request.args:  # proxies and access logs keep query strings
+            return _error(401, "unauthorized", "the token is accepted only in the URL path "
+                          "(/webhooks/splunk/<token>), never in the query string")
+        if not _same(token, http.splunk_token.reveal()):
+            return _error(401, "unauthorized", "a valid token is required in the URL path")
         body = read_body()
         if isinstance(body, Response):
             return body

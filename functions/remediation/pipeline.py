@@ -259,11 +259,23 @@ class Pipeline:
 
     def _final(self, signal: Signal, plan: Plan, status: Status, *, dry_run: bool,
                decision: Decision | None, reasons: tuple[str, ...],
-               results: list[StepResult] | None = None) -> Outcome:
-        """Record a final status for the key and report it."""
-        self.ledger.finish(plan.key, status.value, now=self.clock(),
-                           decision=decision.as_dict() if decision else None,
-                           reasons=list(reasons))
+               results: list[StepResult] | None = None, acted: bool = False) -> Outcome:
+        """Record a final status for the key and report it. ``acted``: the
+        cluster was already changed, so a ledger that fails now must not turn
+        the answer into "not acted on" (issue 15): the outcome still says what
+        was done, with a warning that the ledger did not record it."""
+        try:
+            self.ledger.finish(plan.key, status.value, now=self.clock(),
+                               decision=decision.as_dict() if decision else None,
+                               reasons=list(reasons))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if not acted:
+                raise
+            log.error("remediation %s was %s but the ledger could not record it: %s",
+                      plan.key, status.value, exc)
+            reasons = reasons + (
+                f"warning: {status.value}, but the ledger could not record it ({exc}); the "
+                f"claim stays held until it expires ({int(self.settings.ledger.claim_ttl)}s)",)
         return self._outcome(signal, status, plan.function, plan=plan, decision=decision,
                              dry_run=dry_run, reasons=reasons, results=results)
 
@@ -323,11 +335,21 @@ class Pipeline:
                 log.warning("could not publish the approval request: %s", exc)
         return pending
 
-    def approve(self, key: str, approver: str, *, via: str = "approval") -> Outcome:
+    def approve(self, key: str, approver: str, *, via: str = "approval",
+                expires_at: str = "") -> Outcome:
         """A human approved ``key``: approve it in the ledger (once, before it
         expires) and run the path again for the kept signal. The re-plan reads
         the cluster as it is now, the claim takes the approved key, and the
         policy sees who approved."""
+        if expires_at:  # a signed approval names the request it approves
+            current = self.ledger.get(key) or {}
+            if current.get("status") == "pending" and \
+                    _iso(float(current.get("expires_at") or 0)) != expires_at:
+                return Outcome(status=Status.REJECTED, function=str(current.get("function") or ""),
+                               event_id=key, event_source="approval", dry_run=True, reasons=(
+                                   f"this approval was signed for an earlier request of {key} "
+                                   f"(expiring {expires_at}); the pending one expires "
+                                   f"{_iso(float(current.get('expires_at') or 0))}",))
         result = self.ledger.approve(key, approver=approver, now=self.clock())
         rec = result.record or {}
         if not result.ok and result.status != "approved":
@@ -393,7 +415,8 @@ class Pipeline:
                                         message=f"{fn}: {plan.action} partly done: {exc}"[:1000],
                                         type="Warning")
                 return self._final(signal, plan, Status.PARTIAL, dry_run=dry_run,
-                                   decision=decision, reasons=(str(exc),), results=exc.results)
+                                   decision=decision, reasons=(str(exc),), results=exc.results,
+                                   acted=not dry_run)
             except ActionFailed as exc:
                 return self._final(signal, plan, Status.FAILED, dry_run=dry_run,
                                    decision=decision, reasons=(str(exc),),
@@ -406,7 +429,8 @@ class Pipeline:
             extra = ("server-side dry run accepted",) if dry_run else ()
             applied = self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
                                   dry_run=dry_run, decision=decision,
-                                  reasons=decision.reasons + extra, results=results)
+                                  reasons=decision.reasons + extra, results=results,
+                                  acted=not dry_run)
         finally:
             writer.close()
         if dry_run or self.settings.verify.deadline <= 0:
@@ -455,7 +479,11 @@ class Pipeline:
             result, detail = "failed", verdict.detail
         else:
             result, detail = "failed", (f"not done within {cfg.deadline:g}s: {verdict.detail}")
-        self.ledger.record_verification(plan.key, result, detail=detail, now=self.clock())
+        try:
+            self.ledger.record_verification(plan.key, result, detail=detail, now=self.clock())
+        except Exception as exc:  # noqa: BLE001 - the fix is applied; report it anyway
+            log.error("could not record the verification of %s: %s", plan.key, exc)
+            detail = f"{detail} (warning: the ledger could not record this: {exc})"
         (log.info if result == "succeeded" else log.warning)(
             "verification of %s on %s: %s (%s)", plan.action, plan.target, result, detail)
         return {"result": result, "detail": detail, "seconds": seconds, "checks": looks}

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 
 
+#: the prefix of every placeholder secret the manifests ship
+PLACEHOLDER_PREFIX = "CHANGE-ME"
+
+
 class Secret:
     """A string that never prints itself."""
 
@@ -176,6 +180,17 @@ class Settings:
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+
+    def placeholder_secrets(self) -> list[str]:
+        """Which secrets still hold a shipped placeholder (``CHANGE-ME...``)."""
+        secrets = {"ALERTMANAGER_BEARER_TOKEN": self.http.alertmanager_bearer,
+                   "ALERTMANAGER_BASIC_PASSWORD": self.http.alertmanager_basic_password,
+                   "SPLUNK_WEBHOOK_TOKEN": self.http.splunk_token,
+                   "REMEDIATION_APPROVAL_SECRET": self.approval.secret,
+                   "REMEDIATION_EVENT_HMAC_KEY": self.sender_auth.hmac_key,
+                   "OPA_TOKEN": self.policy.opa_token}
+        return [name for name, secret in secrets.items()
+                if secret.reveal().strip().upper().startswith(PLACEHOLDER_PREFIX)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
