@@ -156,7 +156,7 @@ deny contains msg if {
 # capacity, control-plane role of every node the plan touches or names.
 
 plan_nodes contains step.name if {
-	some step in input.plan.steps
+	some step in steps
 	step.kind == "Node"
 }
 
@@ -222,7 +222,7 @@ inference_namespace(ns) if {
 
 deny contains msg if {
 	input.action in restart_actions
-	some ns in input.namespaces
+	some ns in namespaces
 	not inference_namespace(ns)
 	msg := sprintf("namespace %s is not an inference namespace (label it %v=true or list it in inference_namespaces): restarts happen only there", [ns, cfg.inference_namespace_label])
 }
@@ -238,7 +238,7 @@ engine_workload(w) if {
 }
 
 engine_workload(w) if {
-	some image in w.images
+	some image in items(w, "images")
 	some pattern in items(cfg, "engine_images")
 	contains(lower(image), lower(pattern))
 }
