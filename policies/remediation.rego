@@ -223,6 +223,7 @@ inference_namespace(ns) if {
 deny contains msg if {
 	input.action in restart_actions
 	some ns in namespaces
+	not protected_namespace(ns) # denied already, for a stronger reason
 	not inference_namespace(ns)
 	msg := sprintf("namespace %s is not an inference namespace (label it %v=true or list it in inference_namespaces): restarts happen only there", [ns, cfg.inference_namespace_label])
 }
