@@ -370,3 +370,30 @@ def test_issuer_down_answers_retry_and_acts_on_nothing(fleet, make_settings, ser
     resp = app.post("/", headers={**headers, **bearer(issuer.token())}, content=body)
     assert resp.status_code == 503
     assert_untouched(fleet)
+
+
+def test_replayed_dead_letters_are_signed_afresh(broker, tmp_path):
+    """An operator's ``remediate replay --from-dlq --sink`` re-signs with the
+    event key: a letter older than the signature's age limit would otherwise
+    be refused by the functions."""
+    import io
+    from dataclasses import replace as dc_replace
+
+    from remediation.cli import replay_dead_letters
+    from remediation.events.binding import event_dict, parse_http
+    from remediation.guard.deadletters import DeadLetterStore
+    from remediation.guard.sender_auth import verify_event_signature
+
+    store_path = tmp_path / "dlq.sqlite"
+    store = DeadLetterStore(str(store_path))
+    old = signed(drain_event(), now=time.time() - 7200)  # past the hour
+    store.add({**event_dict(old), "knativeerrorcode": "503"})
+    store.close()
+    settings = dc_replace(Settings(), sender_auth=SenderAuthSettings(hmac_key=_secret(KEY)))
+    assert replay_dead_letters([], str(store_path), settings, sink=broker.url, as_json=True,
+                               out=io.StringIO(), err=io.StringIO()) == 0
+    (got,) = broker.received
+    headers = {k: v for k, v in got.items() if k.startswith("ce-")}
+    headers["content-type"] = "application/json"
+    (event,) = parse_http(headers, got["body"].encode())
+    verify_event_signature(KEY, event, now=time.time(), max_age=600)  # fresh, and ours

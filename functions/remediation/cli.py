@@ -206,6 +206,13 @@ def replay_dead_letters(ids: Sequence[str], store_path: str, settings: Settings,
     if sink:
         from .clients.sink import send_all
 
+        key = settings.sender_auth.hmac_key
+        if key:  # the operator re-sends: signed afresh, or an old letter is refused as stale
+            from .events.binding import new_event
+            from .guard.sender_auth import sign_events
+
+            events = sign_events(events, key.reveal(), now=time.time(), rebuild=new_event)
+
         deliveries = send_all(sink, events, timeout=settings.http.sink_timeout)
         for d in deliveries:
             out.write(json.dumps({"event_id": d.event_id, "delivered": d.ok, "status": d.status,
