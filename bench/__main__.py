@@ -26,7 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from remediation.cli import demo_dir  # noqa: E402
 from remediation.events.alertmanager import alertmanager_to_events  # noqa: E402
-from remediation.events.binding import to_binary  # noqa: E402
+from remediation.events.binding import new_event, to_binary  # noqa: E402
+from remediation.guard.sender_auth import sign_events  # noqa: E402
+
+BENCH_EVENT_KEY = "bench-event-key-0b7e"
 
 EVENTS = demo_dir() / "events"
 SNAPSHOT = demo_dir() / "cluster.yaml"
@@ -46,7 +49,9 @@ def serve(target: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
     proc = subprocess.Popen(
         [sys.executable, "-m", "waitress", "--host=127.0.0.1", f"--port={port}", "--threads=8",
          "--call", target],
-        env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{ROOT / 'functions'}"},
+        # the functions hear signed events only (README, Security): as deployed
+        env={**os.environ, "REMEDIATION_EVENT_HMAC_KEY": BENCH_EVENT_KEY, **env,
+             "PYTHONPATH": f"{ROOT}:{ROOT / 'functions'}"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -111,6 +116,7 @@ def event_request(name: str, fingerprint: str | None = None,
         doc["alerts"][0]["labels"] = {"alertname": "VLLMEngineHung", "namespace": "llm-serving",
                                       "deployment": deployment}
     (event,) = alertmanager_to_events(doc, routes=lambda n, _l: "restart-engine")
+    (event,) = sign_events([event], BENCH_EVENT_KEY, now=time.time(), rebuild=new_event)
     return to_binary(event)
 
 
@@ -121,7 +127,8 @@ def engine(name: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": "llm-serving", "uid": f"uid-{name}"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "e", "image": "x"}]}}}}
+                                  "spec": {"containers": [{"name": "e",
+                                                           "image": "vllm/vllm-openai"}]}}}}
 
 
 def unlimited_policy(tmp: Path) -> Path:

@@ -68,7 +68,8 @@ def fleet_objects(nodes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     each with a PDB, and a dcgm-exporter DaemonSet pod on every node."""
     node_objs = [node(f"gpu-{i:04d}") for i in range(nodes)]
     workloads: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {"apiVersion": "v1", "kind": "Namespace",  # restarts happen in inference namespaces
+         "metadata": {"name": NS, "labels": {"inferenceremediation.io/inference": "true"}}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu-operator"}},
         {"apiVersion": "apps/v1", "kind": "DaemonSet",
          "metadata": {"name": "dcgm-exporter", "namespace": "gpu-operator"},

@@ -2,7 +2,8 @@
 #
 # Input: see functions/remediation/guard/policy.py (policy_input): action,
 # function, plan (steps, params), target, namespaces, kinds, event, actor,
-# cluster, self_namespace, dry_run, stats (ledger counts in a window), now.
+# cluster, self_namespace, dry_run, stats (ledger counts in a window), now,
+# facts (nodes, namespaces and workloads the plan touches, from the cluster).
 # Data: policies/data.json under data.remediation_config (operators merge their own).
 #
 # Output: data.remediation.decision =
@@ -148,6 +149,119 @@ deny contains msg if {
 	node := params.node
 	node in cfg.protected_nodes
 	msg := sprintf("node %v is off limits", [node])
+}
+
+# -- which nodes: GPU nodes only, never the control plane (issue 15) ---------
+# input.facts.nodes comes from the cluster (guard/targets.py): labels, GPU
+# capacity, control-plane role of every node the plan touches or names.
+
+plan_nodes contains step.name if {
+	some step in steps
+	step.kind == "Node"
+}
+
+plan_nodes contains input.target.name if input.target.kind == "Node"
+
+plan_nodes contains name if {
+	some key in ["node", "hostname"]
+	name := params[key]
+	is_string(name)
+	name != ""
+}
+
+default node_facts := {}
+
+node_facts := input.facts.nodes if is_object(input.facts.nodes)
+
+control_plane(f) if f.control_plane == true
+
+control_plane(f) if {
+	some label in items(cfg, "control_plane_labels")
+	is_string(f.labels[label])
+}
+
+deny contains msg if {
+	some name in plan_nodes
+	not node_facts[name].found == true
+	msg := sprintf("node %s: no facts from the cluster (not found or not read); node actions are refused without them", [name])
+}
+
+deny contains msg if {
+	some name in plan_nodes
+	control_plane(node_facts[name])
+	msg := sprintf("node %s is a control-plane node: never touched", [name])
+}
+
+deny contains msg if {
+	some name in plan_nodes
+	f := node_facts[name]
+	f.found == true
+	num(f, "gpu_capacity") <= 0
+	msg := sprintf("node %s has no GPU capacity: node actions apply only to GPU nodes", [name])
+}
+
+# -- which workloads: restarts only of inference engines in inference
+# namespaces (an allow list, issue 15) ----------------------------------------
+
+restart_actions := {"rollout-restart", "delete-pod", "reschedule-pod"}
+
+default ns_facts := {}
+
+ns_facts := input.facts.namespaces if is_object(input.facts.namespaces)
+
+default workload_facts := {}
+
+workload_facts := input.facts.workloads if is_object(input.facts.workloads)
+
+inference_namespace(ns) if ns in items(cfg, "inference_namespaces")
+
+inference_namespace(ns) if {
+	is_string(cfg.inference_namespace_label)
+	ns_facts[ns].labels[cfg.inference_namespace_label] == "true"
+}
+
+deny contains msg if {
+	input.action in restart_actions
+	some ns in namespaces
+	not protected_namespace(ns) # denied already, for a stronger reason
+	not inference_namespace(ns)
+	msg := sprintf("namespace %s is not an inference namespace (label it %v=true or list it in inference_namespaces): restarts happen only there", [ns, cfg.inference_namespace_label])
+}
+
+engine_workload(w) if {
+	some key in items(cfg, "engine_label_keys")
+	is_string(w.labels[key])
+}
+
+engine_workload(w) if {
+	some key in items(cfg, "engine_label_keys")
+	is_string(w.template_labels[key])
+}
+
+engine_workload(w) if {
+	some image in items(w, "images")
+	some pattern in items(cfg, "engine_images")
+	contains(lower(image), lower(pattern))
+}
+
+deny contains "restart of an unknown workload: no facts from the cluster" if {
+	input.action in restart_actions
+	count(workload_facts) == 0
+}
+
+deny contains msg if {
+	input.action in restart_actions
+	some ref, w in workload_facts
+	not w.found == true
+	msg := sprintf("%s: not found in the cluster", [ref])
+}
+
+deny contains msg if {
+	input.action in restart_actions
+	some ref, w in workload_facts
+	w.found == true
+	not engine_workload(w)
+	msg := sprintf("%s is not an inference engine (no engine label, no known engine image): only inference engines are restarted", [ref])
 }
 
 # -- how much: cooldowns, rate limits, circuit breaker ----------------------

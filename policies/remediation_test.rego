@@ -8,6 +8,13 @@ import data.remediation
 
 step(verb, kind, ns, name) := {"verb": verb, "kind": kind, "namespace": ns, "name": name}
 
+# What guard/targets.py reads from the cluster for these plans.
+inference_ns(ns) := {"found": true, "labels": {"inferenceremediation.io/inference": "true"}}
+
+engine(kind) := {"found": true, "kind": kind, "labels": {"app": "vllm"}, "template_labels": {}, "images": ["vllm/vllm-openai:v0.11.0"]}
+
+gpu_node := {"found": true, "labels": {"nvidia.com/gpu.present": "true"}, "gpu_capacity": 8, "control_plane": false}
+
 restart(ns) := {
 	"action": "rollout-restart",
 	"plan": {"steps": [step("patch", "Deployment", ns, "vllm")], "params": {}},
@@ -16,6 +23,7 @@ restart(ns) := {
 	"self_namespace": "remediation",
 	"stats": {},
 	"now": "2026-11-01T10:00:00Z",
+	"facts": {"nodes": {}, "namespaces": {ns: inference_ns(ns)}, "workloads": {sprintf("Deployment/%s/vllm", [ns]): engine("Deployment")}},
 }
 
 drain(params) := {
@@ -26,6 +34,7 @@ drain(params) := {
 	"self_namespace": "remediation",
 	"stats": {},
 	"now": "2026-11-01T10:00:00Z",
+	"facts": {"nodes": {"gpu-node-1": gpu_node}, "namespaces": {}, "workloads": {}},
 }
 
 test_restart_in_serving_namespace_allowed if {
@@ -337,4 +346,108 @@ test_global_dry_run_switch if {
 	d := remediation.decision with input as restart("llm")
 		with data.remediation_config.force_dry_run as true
 	d.dry_run == true
+}
+
+# -- issue 15: node actions only on GPU nodes, never the control plane -------
+
+# replaces the facts outright (object.union would merge them)
+with_facts(inp, facts) := object.union(object.remove(inp, ["facts"]), {"facts": facts})
+
+node_facts_as(facts) := object.union(drain({}), {"facts": {"nodes": {"gpu-node-1": facts}}})
+
+test_drain_of_a_gpu_node_allowed if {
+	d := remediation.decision with input as drain({})
+	d.allow == true
+}
+
+test_drain_of_a_cpu_node_denied if {
+	d := remediation.decision with input as node_facts_as(object.union(gpu_node, {"gpu_capacity": 0, "labels": {}}))
+	d.allow == false
+	"node gpu-node-1 has no GPU capacity: node actions apply only to GPU nodes" in d.reasons
+}
+
+test_drain_of_a_control_plane_node_denied_even_with_gpus if {
+	d := remediation.decision with input as node_facts_as(object.union(gpu_node, {"control_plane": true}))
+	d.allow == false
+	"node gpu-node-1 is a control-plane node: never touched" in d.reasons
+}
+
+test_control_plane_label_alone_denies if {
+	d := remediation.decision with input as node_facts_as(object.union(gpu_node, {"labels": {"node-role.kubernetes.io/master": ""}}))
+	d.allow == false
+	"node gpu-node-1 is a control-plane node: never touched" in d.reasons
+}
+
+test_control_plane_node_denied_even_when_approved if {
+	inp := object.union(node_facts_as(object.union(gpu_node, {"control_plane": true})), {"approval": {"approved_by": "alice"}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_node_without_facts_denied if {
+	d := remediation.decision with input as with_facts(drain({}), {"nodes": {}, "namespaces": {}, "workloads": {}})
+	d.allow == false
+	"node gpu-node-1: no facts from the cluster (not found or not read); node actions are refused without them" in d.reasons
+}
+
+test_node_input_without_any_facts_denied if {
+	d := remediation.decision with input as object.remove(drain({}), ["facts"])
+	d.allow == false
+}
+
+test_node_named_in_params_is_judged_too if {
+	inp := object.union(drain({"node": "cp-1"}), {"facts": {"nodes": {"gpu-node-1": gpu_node, "cp-1": object.union(gpu_node, {"control_plane": true})}}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"node cp-1 is a control-plane node: never touched" in d.reasons
+}
+
+# -- issue 15: restarts only of inference engines in inference namespaces ----
+
+test_restart_outside_an_inference_namespace_denied if {
+	inp := with_facts(restart("payments"), {"namespaces": {"payments": {"found": true, "labels": {}}}, "workloads": {"Deployment/payments/vllm": engine("Deployment")}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"namespace payments is not an inference namespace (label it inferenceremediation.io/inference=true or list it in inference_namespaces): restarts happen only there" in d.reasons
+}
+
+test_restart_in_istio_system_denied if {
+	inp := with_facts(restart("istio-system"), {"namespaces": {"istio-system": {"found": true, "labels": {}}}, "workloads": {"Deployment/istio-system/vllm": engine("Deployment")}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_restart_in_a_namespace_listed_in_data_allowed if {
+	inp := with_facts(restart("llm"), {"namespaces": {"llm": {"found": true, "labels": {}}}, "workloads": {"Deployment/llm/vllm": engine("Deployment")}})
+	d := remediation.decision with input as inp with data.remediation_config.inference_namespaces as ["llm"]
+	d.allow == true
+}
+
+test_restart_of_a_non_engine_denied if {
+	payments := {"found": true, "kind": "Deployment", "labels": {"app": "payments"}, "template_labels": {}, "images": ["registry.example/payments:1.2"]}
+	inp := object.union(restart("llm"), {"facts": {"workloads": {"Deployment/llm/vllm": payments}}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"Deployment/llm/vllm is not an inference engine (no engine label, no known engine image): only inference engines are restarted" in d.reasons
+}
+
+test_restart_of_an_engine_by_label_allowed if {
+	custom := {"found": true, "kind": "Deployment", "labels": {"inferenceremediation.io/engine": "in-house"}, "template_labels": {}, "images": ["registry.example/llm:7"]}
+	inp := object.union(restart("llm"), {"facts": {"workloads": {"Deployment/llm/vllm": custom}}})
+	d := remediation.decision with input as inp
+	d.allow == true
+}
+
+test_restart_without_workload_facts_denied if {
+	inp := with_facts(restart("llm"), {"namespaces": {"llm": inference_ns("llm")}, "workloads": {}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"restart of an unknown workload: no facts from the cluster" in d.reasons
+}
+
+test_restart_of_a_missing_workload_denied if {
+	inp := object.union(restart("llm"), {"facts": {"workloads": {"Deployment/llm/vllm": {"found": false}}}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"Deployment/llm/vllm: not found in the cluster" in d.reasons
 }

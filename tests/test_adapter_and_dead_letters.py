@@ -15,7 +15,7 @@ from typing import Any
 from remediation.cli import demo_dir
 from remediation.events.alertmanager import alertmanager_to_events
 from remediation.events.binding import event_dict
-from remediation.settings import HTTPSettings, KubeSettings, Secret, Settings
+from remediation.settings import HTTPSettings, KubeSettings, Secret, SenderAuthSettings, Settings
 
 from tests.plugins.app import BEARER
 
@@ -99,6 +99,7 @@ def test_dead_letters_are_stored_listed_and_replayed(serve_app, broker, tmp_path
     store = tmp_path / "dead-letters.sqlite"
     settings = Settings(functions=("dead-letter",),
                         http=HTTPSettings(dead_letter_store=str(store)),
+                        sender_auth=SenderAuthSettings(allow_unauthenticated=True),
                         kube=KubeSettings(snapshot=str(SNAPSHOT)))
     app = serve_app(settings)
     letter = dead_letter("policy unavailable: OPA timed out")

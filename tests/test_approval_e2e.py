@@ -44,9 +44,16 @@ def alert_event() -> Any:
     return event
 
 
+#: the expiry of each request for approval seen (key -> expires_at): a signed
+#: approval names the request it approves
+REQUESTED: dict[str, str] = {}
+
+
 def approval_event(key: str, approver: str, secret: str = SECRET,
-                   overrides: dict[str, Any] | None = None) -> Any:
-    data = {**approval_data(secret, key, approver), **(overrides or {})}
+                   overrides: dict[str, Any] | None = None,
+                   expires_at: str | None = None) -> Any:
+    expires = REQUESTED.get(key, "") if expires_at is None else expires_at
+    data = {**approval_data(secret, key, approver, expires), **(overrides or {})}
     attrs = {"specversion": SPECVERSION, "type": TYPE_APPROVAL_GRANTED, "source": "/chatops",
              "id": f"approve-{key[:8]}-{approver}", "datacontenttype": JSON_CONTENT_TYPE}
     return new_event(validate_attributes(attrs), data)
@@ -82,6 +89,7 @@ def request_approval(app: Any, fleet: Any) -> str:
     assert data["status"] == "pending"
     assert data["approval"]["approve"] == f"remediate approve {data['approval']['id']}"
     assert restarted_at(fleet) is None and patches(fleet) == []
+    REQUESTED[data["approval"]["id"]] = data["approval"]["expires_at"]
     return data["approval"]["id"]
 
 
@@ -237,8 +245,10 @@ def test_a_trigger_delivery_gets_the_request_as_its_reply_only(fleet, approval_s
 def test_approve_send_posts_a_signed_event(broker, monkeypatch, capsys):
     monkeypatch.setenv("REMEDIATION_APPROVAL_SECRET", SECRET)
     assert cli.main(["approve", "abc123", "--by", "alice", "--send", broker.url,
-                     "--function", "restart-engine"]) == 0
+                     "--function", "restart-engine",
+                     "--expires-at", "2026-11-01T11:00:00Z"]) == 0
     (got,) = broker.received
     assert got["ce-type"] == TYPE_APPROVAL_GRANTED and got["ce-remediation"] == "restart-engine"
-    assert json.loads(got["body"]) == approval_data(SECRET, "abc123", "alice")
+    assert json.loads(got["body"]) == approval_data(SECRET, "abc123", "alice",
+                                                    "2026-11-01T11:00:00Z")
     assert SECRET not in json.dumps(got) and SECRET not in capsys.readouterr().out

@@ -28,10 +28,13 @@ import yaml
 
 from remediation.cli import demo_dir
 from remediation.events.alertmanager import alertmanager_to_events
-from remediation.events.binding import to_binary
+from remediation.events.binding import new_event, to_binary
+from remediation.guard.sender_auth import sign_events
 
 from tests.kube_emulator import KubeEmulator
 from tests.plugins.app import write_kubeconfig
+
+EVENT_KEY = "exactly-once-event-key-41b7"
 
 NS = "llm-serving"
 KEYS = 20
@@ -40,6 +43,8 @@ WORKERS = 3
 
 
 def fleet(emu: KubeEmulator, n: int) -> None:
+    emu.add({"apiVersion": "v1", "kind": "Namespace",  # an inference namespace
+             "metadata": {"name": NS, "labels": {"inferenceremediation.io/inference": "true"}}})
     for i in range(n):
         name = f"engine-{i:02d}"
         emu.add({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -76,6 +81,8 @@ def event_for(i: int) -> tuple[dict[str, str], bytes]:
     alert["fingerprint"] = f"{i:016x}"
     body["alerts"] = [alert]
     (event,) = alertmanager_to_events(body, routes=lambda n, _l: "restart-engine")
+    # signed as the webhook adapter signs (the workers admit only signed events)
+    (event,) = sign_events([event], EVENT_KEY, now=time.time(), rebuild=new_event)
     return to_binary(event)
 
 
@@ -139,7 +146,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[KubeEmulator, dict[str, str]]]:
            "REMEDIATION_POLICY_DATA": str(policy),
            "REMEDIATION_CLAIM_TTL": "2",
            "REMEDIATION_VERIFY_DEADLINE": "5", "REMEDIATION_VERIFY_INTERVAL": "0.05",
-           "REMEDIATION_LOG_LEVEL": "WARNING"}
+           "REMEDIATION_LOG_LEVEL": "WARNING", "REMEDIATION_EVENT_HMAC_KEY": EVENT_KEY}
     env.pop("OPA_URL", None)
     env.pop("VAULT_ADDR", None)
     try:

@@ -20,8 +20,11 @@ import pytest
 
 from remediation.cli import demo_dir
 from remediation.events.alertmanager import alertmanager_to_events
-from remediation.events.binding import to_binary
+from remediation.events.binding import new_event, to_binary
+from remediation.guard.sender_auth import sign_events
 from remediation.model import TYPE_OUTCOME
+
+EVENT_KEY = "func-test-event-key-7d1e"
 
 MAIN = """
 from func_python.http import serve
@@ -60,7 +63,8 @@ def func_service(installed: Path, tmp_path: Path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VAULT_", "OPA_", "REMEDIATION_", "KUBECONFIG"))}
     env.update(LISTEN_ADDRESS=f"127.0.0.1:{port}", PYTHONPATH=str(installed),
-               REMEDIATION_SNAPSHOT=str(demo_dir() / "cluster.yaml"))
+               REMEDIATION_SNAPSHOT=str(demo_dir() / "cluster.yaml"),
+               REMEDIATION_EVENT_HMAC_KEY=EVENT_KEY)
     # run from an empty folder with -I-free isolation from the repo: imports come
     # from the installed copy (PYTHONPATH first), never from functions/ in the checkout
     proc = subprocess.Popen([sys.executable, "-c", MAIN], env=env, stdout=subprocess.PIPE,
@@ -111,6 +115,10 @@ def test_installed_copy_is_what_runs(installed: Path):
 def test_func_python_middleware_serves_cloudevents(func_service):
     doc = json.loads((demo_dir() / "events" / "01-vllm-hung.json").read_text())
     (event,) = alertmanager_to_events(doc)
+    unsigned = httpx.post(func_service + "/", headers=to_binary(event)[0],
+                          content=to_binary(event)[1], timeout=30)
+    assert unsigned.status_code == 401, unsigned.text
+    (event,) = sign_events([event], EVENT_KEY, now=time.time(), rebuild=new_event)
     headers, body = to_binary(event)
     resp = httpx.post(func_service + "/", headers=headers, content=body, timeout=30)
     assert resp.status_code == 200, resp.text
@@ -120,5 +128,18 @@ def test_func_python_middleware_serves_cloudevents(func_service):
     assert data["target"]["name"] == "vllm-llama-7b"
     bad = httpx.post(func_service + "/", content=b"{", timeout=30,
                      headers={"Content-Type": "application/cloudevents+json"})
-    assert bad.status_code == 400
+    assert bad.status_code == 401  # unauthenticated: the parser's findings are not shared
     assert httpx.get(func_service + "/health/liveness", timeout=5).status_code == 200
+
+
+def test_func_python_path_refuses_a_huge_declared_body_from_its_headers(func_service):
+    """Issue 15: REMEDIATION_MAX_BODY_BYTES holds on the func path too, decided
+    from Content-Length before the body is received."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(func_service)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents+json"
+                     b"\r\nContent-Length: 268435456\r\n\r\n" + b"{" * 1024)
+        assert sock.recv(4096).split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 413")

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from remediation.cli import EXIT_INVALID, _settings_for_replay, demo_dir, replay
 from remediation.events.alertmanager import alertmanager_to_events
 from remediation.events.binding import to_binary
-from remediation.settings import HTTPSettings, KubeSettings, Secret, Settings
+from remediation.settings import HTTPSettings, KubeSettings, Secret, SenderAuthSettings, Settings
 
 from tests.kube_emulator import KubeEmulator
 from tests.plugins.app import BEARER, SPLUNK_TOKEN, write_kubeconfig
@@ -93,6 +93,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                           alertmanager_basic_password=Secret("basic-pw"),
                           splunk_token=Secret(SPLUNK_TOKEN), max_body_bytes=MAX_BODY),
         kube=KubeSettings(kubeconfig=str(kubeconfig), timeout=5.0),
+        # the parser's robustness is under test here, not sender authentication
+        sender_auth=SenderAuthSettings(allow_unauthenticated=True),
     )
     pipeline = build_pipeline(s)
     server = make_server("127.0.0.1", 0, create_app(s, pipeline), threaded=True)

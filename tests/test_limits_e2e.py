@@ -35,6 +35,12 @@ def deployment(name: str) -> dict[str, Any]:
                                   "spec": {"containers": [{"name": "engine", "image": "vllm"}]}}}}
 
 
+def inference_namespace() -> dict[str, Any]:
+    """Restarts happen only in namespaces the policy knows as inference ones."""
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NS, "labels": {"inferenceremediation.io/inference": "true"}}}
+
+
 def hung(name: str, incident: str) -> dict[str, Any]:
     """One firing alert about Deployment ``name``; ``incident`` makes its
     fingerprint (a distinct incident each time, as a new alert would be)."""
@@ -55,6 +61,7 @@ def restarted(emu: Any, name: str) -> bool:
 @pytest.fixture
 def limited(kube_emulator, make_settings, serve_app, tmp_path: Path):
     """``limited(policy_data, target_window=300) -> app`` over five Deployments."""
+    kube_emulator.add(inference_namespace())
     for i in range(5):
         kube_emulator.add(deployment(f"engine-{i}"))
 
@@ -153,6 +160,7 @@ def test_limits_are_counted_across_app_restarts(kube_emulator, make_settings, se
             policy=PolicySettings(data_file=str(data)),
             ledger=LedgerSettings(path=str(ledger)),
             verify=VerifySettings(deadline=5.0, interval=0.05)))
+    kube_emulator.add(inference_namespace())
     for i in range(3):
         kube_emulator.add(deployment(f"engine-{i}"))
     first = app()

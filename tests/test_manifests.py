@@ -353,8 +353,10 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
 
         container = _container(svc)
         for bound in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(container["resources"].get(bound, {})), \
-                f"{where}: resources.{bound}"
+            # ephemeral-storage too (issue 15): request bodies and temporary
+            # files cannot fill the node's disk
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(
+                container["resources"].get(bound, {})), f"{where}: resources.{bound}"
         assert [p["containerPort"] for p in container["ports"]] == [8080]
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveness"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
@@ -376,6 +378,12 @@ def test_each_service_has_its_own_service_account_and_bounds(rendered) -> None:
                     f"{where}: {hi} replicas need the shared (Lease) ledger"
         assert "K_SINK" not in env, f"{where}: K_SINK comes from the SinkBinding"
         secrets_used = {k for k, v in env.items() if "valueFrom" in v}
+        # every Service signs (adapter) or verifies (the rest) CloudEvents
+        # with the event key, and only with that Secret's key (issue 15)
+        assert "REMEDIATION_EVENT_HMAC_KEY" in secrets_used, f"{where}: no event key"
+        ref = env["REMEDIATION_EVENT_HMAC_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("remediation-events", "hmac-key"), where
+        secrets_used.discard("REMEDIATION_EVENT_HMAC_KEY")
         if svc_name == "webhook-adapter":
             assert secrets_used == {"ALERTMANAGER_BEARER_TOKEN", "SPLUNK_WEBHOOK_TOKEN"}
         elif svc_name in REMEDIATIONS:
@@ -509,6 +517,7 @@ EXPECTED_RULES = {
         ("apps", "replicasets"): ("get", "list"),
         ("apps", "deployments", "statefulsets"): ("get", "list", "patch"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),  # the policy's facts (issue 15)
     }),
     "drain-gpu-node": _expand({
         ("", "nodes"): ("get", "list", "patch"),
@@ -520,20 +529,24 @@ EXPECTED_RULES = {
         ("apps", "deployments", "statefulsets"): ("get", "list", "patch"),
         ("policy", "poddisruptionbudgets"): ("get", "list"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
     "rebalance-gpu-pods": _expand({
         ("", "nodes", "pods"): ("get", "list"),
         ("policy", "poddisruptionbudgets"): ("get", "list"),
         ("", "pods/eviction"): ("create",),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
     "scale-engine": _expand({
         ("apps", "deployments"): ("get",),
         ("apps", "deployments/scale"): ("get", "patch"),
         ("", "nodes", "pods"): ("get", "list"),
         ("", "events"): ("create",),
+        ("", "namespaces"): ("get",),
     }),
 }
+READ_VERBS = {"get", "list", "watch"}
 
 
 def _bindings_of(docs: tuple[dict[str, Any], ...], sa: str) -> list[dict[str, Any]]:
@@ -548,6 +561,8 @@ def _bindings_of(docs: tuple[dict[str, Any], ...], sa: str) -> list[dict[str, An
 
 def test_rbac_is_least_privilege(rendered) -> None:
     name, docs = rendered
+    if name == "overlays/kafka":  # the production overlay is the one with Vault on
+        assert any(_settings(docs, svc).get("VAULT_ADDR") for svc in ksvcs(docs).values())
     services = ksvcs(docs)
     roles = {(d["kind"], d["metadata"]["name"]): d
              for d in objects(docs, "ClusterRole") + objects(docs, "Role")}
@@ -570,7 +585,18 @@ def test_rbac_is_least_privilege(rendered) -> None:
                 cluster_wide |= rules
             granted |= rules
         where = f"{name}: {svc_name} (ServiceAccount {sa})"
-        if svc_name in REMEDIATIONS:
+        vault_on = bool(_settings(docs, svc).get("VAULT_ADDR"))
+        if svc_name in REMEDIATIONS and vault_on:
+            # Issue 15: with Vault, writes run only with Vault's per-plan
+            # credential; the function's own identity reads, and keeps the
+            # ledger's Lease rights, nothing more.
+            writes = {r for r in cluster_wide if r[2] not in READ_VERBS}
+            assert not writes, f"{where}: standing writes beside Vault: {sorted(writes)}"
+            expected = {r for r in EXPECTED_RULES[svc_name] if r[2] in READ_VERBS}
+            assert cluster_wide == expected, f"{where}: reads differ: " \
+                f"extra {sorted(cluster_wide - expected)} missing {sorted(expected - cluster_wide)}"
+            assert granted - cluster_wide == lease_rules, f"{where}: namespace rules"
+        elif svc_name in REMEDIATIONS:
             assert cluster_wide == EXPECTED_RULES[svc_name], \
                 f"{where}: cluster-wide rules differ:\n" \
                 f"  extra {sorted(cluster_wide - EXPECTED_RULES[svc_name])}\n" \
@@ -708,3 +734,37 @@ def test_containerfile() -> None:
     cmd = re.findall(r"^CMD\s+(.*)$", text, re.MULTILINE)[-1]
     assert "waitress-serve" in cmd and "--port=8080" in cmd
     assert "remediation.app:create_app" in cmd and "--call" in cmd
+    # issue 15: waitress's own body limit follows REMEDIATION_MAX_BODY_BYTES,
+    # slow connections are closed, connections are bounded
+    assert "--max-request-body-size=${REMEDIATION_MAX_BODY_BYTES}" in cmd
+    assert "--channel-timeout=" in cmd and "--connection-limit=" in cmd
+    from remediation.settings import HTTPSettings
+
+    assert f"REMEDIATION_MAX_BODY_BYTES={HTTPSettings().max_body_bytes}" in text
+
+
+def test_event_policies_admit_only_the_broker_and_the_adapter(rendered) -> None:
+    """Issue 15: with Knative OIDC on, the functions hear only the Broker and
+    the Broker only the adapter (and the functions' own outcome events)."""
+    name, docs = rendered
+    policies = {d["metadata"]["name"]: d["spec"] for d in objects(docs, "EventPolicy")}
+    to_functions = policies["remediation-function-senders"]
+    assert {t["ref"]["name"] for t in to_functions["to"]} == set(REMEDIATIONS) | {"dead-letter"}
+    assert to_functions["from"] == [{"ref": {"apiVersion": "eventing.knative.dev/v1",
+                                             "kind": "Broker", "name": "remediation",
+                                             "namespace": "remediation"}}], name
+    broker = policies["remediation-broker-senders"]
+    assert [t["ref"]["kind"] for t in broker["to"]] == ["Broker"]
+    refs = [f["ref"] for f in broker["from"] if "ref" in f]
+    assert refs == [{"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding",
+                     "name": "webhook-adapter", "namespace": "remediation"}]
+    subs = {f["sub"] for f in broker["from"] if "sub" in f}
+    assert subs == {f"system:serviceaccount:remediation:{fn}" for fn in REMEDIATIONS}
+    assert not any("*" in s for s in subs), f"{name}: no wildcard senders"
+    sweep = policies["remediation-sweep-sender"]  # the recovery tick, to drain-gpu-node only
+    assert [t["ref"]["name"] for t in sweep["to"]] == ["drain-gpu-node"]
+    assert sweep["from"] == [{"ref": {"apiVersion": "sources.knative.dev/v1",
+                                      "kind": "PingSource", "name": "drain-gpu-node-sweep",
+                                      "namespace": "remediation"}}]
+    assert set(policies) == {"remediation-function-senders", "remediation-broker-senders",
+                             "remediation-sweep-sender"}, name

@@ -65,10 +65,20 @@ def test_server_and_embedded_give_the_same_decision(opa_server, p):
     assert (a.allow, a.reasons, a.needs_approval) == (b.allow, b.reasons, b.needs_approval)
 
 
+#: what guard.targets reads from the cluster for CASES[0]: an engine in an
+#: inference namespace
+ENGINE_FACTS = {"namespaces": {"llm-serving": {"found": True, "labels": {
+                    "inferenceremediation.io/inference": "true"}}},
+                "workloads": {"Deployment/llm-serving/x": {
+                    "found": True, "kind": "Deployment", "labels": {}, "template_labels": {},
+                    "images": ["vllm/vllm-openai:v0.11.0"]}}}
+
+
 def test_decision_id_is_kept(opa_server):
     opa_server.decision_logging = True
     d = decide(server_engine(opa_server.url), CASES[0], SIGNAL, actor="t", via="trigger",
-               cluster="", self_namespace="remediation", dry_run=False, stats={}, now=NOW)
+               cluster="", self_namespace="remediation", dry_run=False, stats={}, now=NOW,
+               facts=ENGINE_FACTS)
     assert d.allow and len(d.decision_id) == 36
 
 
@@ -147,7 +157,8 @@ def test_embedded_input_that_is_not_plain_json_is_encoded_not_refused():
     ``str()``: the decision is the same, never an engine error."""
     engine = EmbeddedPolicyEngine()
     try:
-        plain = {"action": "rollout-restart", "plan": {"steps": []}, "stats": {}}
+        plain = {"action": "rollout-restart", "plan": {"steps": []}, "stats": {},
+                 "facts": {"workloads": ENGINE_FACTS["workloads"]}}
         odd = {**plain, "extra": datetime(2026, 1, 1, tzinfo=timezone.utc), "big": 10**30}
         assert engine.evaluate(plain)["reasons"] == engine.evaluate(odd)["reasons"] \
             == ["plan has no steps"]

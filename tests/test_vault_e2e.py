@@ -91,6 +91,9 @@ def test_a_namespace_outside_the_vault_role_fails_without_retry(guarded, vault_s
     dep = guarded.get("deployments", "llm-serving", "vllm-llama-7b")
     dep["metadata"]["namespace"] = "research"
     guarded.add(dep)
+    # the policy allows it (an inference namespace): Vault is what refuses
+    guarded.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "research", "labels": {"inferenceremediation.io/inference": "true"}}})
     doc = payload("01-vllm-hung")
     doc["alerts"][0]["labels"].update(namespace="research", deployment="vllm-llama-7b")
     del doc["alerts"][0]["labels"]["pod"]

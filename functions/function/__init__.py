@@ -22,6 +22,7 @@ class RemediationFunction:
     def __init__(self) -> None:
         self._asgi: Any = None
         self._pipeline: Any = None
+        self._max_body = 1024 * 1024
 
     def start(self, cfg: dict[str, str]) -> None:
         from a2wsgi import WSGIMiddleware
@@ -31,6 +32,7 @@ class RemediationFunction:
         from remediation.settings import Settings
 
         settings = Settings.from_env(cfg)
+        self._max_body = settings.http.max_body_bytes
         self._pipeline = build_pipeline(settings)
         self._asgi = WSGIMiddleware(create_app(settings, self._pipeline))
 
@@ -54,7 +56,25 @@ class RemediationFunction:
             import os
 
             self.start(dict(os.environ))
+        if scope.get("type") == "http" and self._declared_too_large(scope):
+            # REMEDIATION_MAX_BODY_BYTES on this path too: refused from the
+            # headers, before a byte of the body is received (issue 15)
+            body = b'{"error":"too-large","message":"body exceeds the limit"}'
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         await self._asgi(scope, receive, send)
+
+    def _declared_too_large(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope.get("headers") or []:
+            if name.lower() == b"content-length":
+                try:
+                    return int(value) > self._max_body
+                except ValueError:
+                    return True
+        return False
 
 
 def new() -> RemediationFunction:

@@ -1,7 +1,10 @@
 """The HTTP app (Flask): CloudEvents in, outcome events out; webhooks.
 
 Routes:
-- ``POST /``: CloudEvents in binary, structured or batched mode. A single
+- ``POST /``: CloudEvents in binary, structured or batched mode, from an
+  authenticated sender only (``guard.sender_auth``: a Knative OIDC token or
+  the adapter's HMAC signature; 401 otherwise, before the body is read
+  where the headers settle it). A single
   event gets its outcome back as a binary-mode reply event (200); a batch
   gets a batch of outcomes. Any retryable outcome answers 503 so Knative
   redelivers (finished items then come back as duplicates).
@@ -13,8 +16,8 @@ Routes:
   after a 4xx too (not within the attempt, but at every ``group_interval``
   while the group has alerts), so a 400 for one alert would hold back the
   others forever. ``truncatedAlerts`` is logged, counted and echoed.
-- ``POST /webhooks/splunk/<token>`` (or ``?token=``): Splunk cannot send
-  headers, so the secret rides in the URL.
+- ``POST /webhooks/splunk/<token>``: Splunk cannot send headers, so the
+  secret rides in the URL path (never the query string, which proxies log).
 - ``GET /health/liveness``, ``/health/readiness``.
 
 - ``GET /metrics``: counters in the Prometheus text format.
@@ -41,7 +44,7 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 
 from .dispatch import handle_event, handle_events, http_status, log_outcome
-from .errors import InvalidInput
+from .errors import InvalidInput, TemporaryError
 from .events.alertmanager import SOURCE_PREFIX, convert_alertmanager, max_alerts_for
 from .events.binding import event_dict, load_json, parse_http, to_batch, to_binary
 from .events.outcome import outcome_event
@@ -54,6 +57,8 @@ log = logging.getLogger("remediation.app")
 
 #: A Knative PingSource's event type: the tick that runs the sweep.
 PING_TYPE = "dev.knative.sources.ping"
+#: seconds between two sweeps a ping may start (the shipped PingSource ticks every 60)
+SWEEP_MIN_INTERVAL = 20.0
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -109,11 +114,16 @@ def _same(given: str, expected: str) -> bool:
 
 
 def create_app(settings: Settings | None = None, pipeline: Pipeline | None = None,
-               *, pipeline_factory: Callable[[Settings], Pipeline] | None = None) -> Flask:
+               *, pipeline_factory: Callable[[Settings], Pipeline] | None = None,
+               sender_auth: Any = None) -> Flask:
     """The WSGI app. Without arguments it reads Settings from the environment
     (the only place that does) and builds the pipeline once."""
     if settings is None:
         settings = Settings.from_env(os.environ)
+    placeholders = settings.placeholder_secrets()
+    if placeholders:  # the manifests' CHANGE-ME values: refuse to start (issue 15)
+        raise RuntimeError("refusing to start with the shipped placeholder value of "
+                           f"{', '.join(placeholders)}: set real secrets (see README, Security)")
     if pipeline is None:
         from .runtime import build_pipeline
 
@@ -124,6 +134,10 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
     if not settings.served_clusters:
         log.warning("no cluster allow-list: an event naming any cluster is planned against "
                     "this instance's cluster (set REMEDIATION_CLUSTERS)")
+    if sender_auth is None:
+        from .runtime import build_sender_auth
+
+        sender_auth = build_sender_auth(settings)
     http = settings.http
     app = Flask("remediation")
     routes = pipeline.routes
@@ -168,6 +182,15 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         if http.sink:
             from .forward import forward_events
 
+            key = settings.sender_auth.hmac_key
+            if key:  # the functions behind the Broker admit only signed events
+                import time
+
+                from .events.binding import new_event
+                from .guard.sender_auth import sign_events
+
+                events = sign_events(events, key.reveal(), now=time.time(),
+                                     rebuild=lambda a, d: new_event(a, d, trusted=True))
             return forward_events(events, http, rejected=[
                 {"event_id": o.event_id, "reasons": list(o.reasons)} for o in rejected],
                 extra=extra)
@@ -207,27 +230,67 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                     ", ".join(f"{e.get_type()} {e.get_id()}" for e in events)[:500])
         return _json({"stored": seqs}, 202)  # 202: not a reply, nothing goes back to the broker
 
-    @app.post("/dead-letters")
-    def dead_letter_endpoint() -> Response:
+    def unauthorized(why: str) -> Response:
+        log.warning("refused a CloudEvent from %s: %s", request.remote_addr, why)
+        return _error(401, "unauthorized", why)
+
+    def authenticated_events() -> list[Any] | Response:
+        """The request's events when its sender is authenticated: 401 first
+        (from the headers, before the body is read, where they settle it),
+        then 413/400 for the body, then the events' own signatures."""
+        from .guard.sender_auth import SenderRefused
+
+        headers = dict(request.headers)
+        try:
+            sender = sender_auth.before_body(headers)
+        except SenderRefused as exc:
+            return unauthorized(str(exc))
+        except TemporaryError as exc:  # the issuer's keys cannot be read: retry later
+            return _json({"error": "temporarily-unavailable", "message": str(exc)}, 503,
+                         {"Retry-After": "5"})
         body = read_body()
         if isinstance(body, Response):
             return body
         try:
-            events = parse_http(dict(request.headers), body)
+            events = parse_http(headers, body)
         except InvalidInput as exc:
+            if sender is None and not settings.sender_auth.allow_unauthenticated:
+                # an unauthenticated stranger learns nothing of our parser
+                return unauthorized("a valid OIDC bearer token or a signed event is required")
             return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
+        if sender is None:
+            try:
+                sender_auth.check_events(events)
+            except SenderRefused as exc:
+                return unauthorized(str(exc))
+        return events
+
+    @app.post("/dead-letters")
+    def dead_letter_endpoint() -> Response:
+        events = authenticated_events()
+        if isinstance(events, Response):
+            return events
         return keep_dead_letters(events)
+
+    last_sweep = [float("-inf")]
+    sweep_lock = threading.Lock()
 
     @app.post("/")
     def cloudevents() -> Response:
-        body = read_body()
-        if isinstance(body, Response):
-            return body
+        if not dead_letter_mode and request.headers.get("ce-type") == PING_TYPE:
+            # A PingSource's tick in binary mode is a clock, not a request: its
+            # data is never read, and the sweep acts only on work authenticated
+            # events put in the ledger (HMAC-only installs have no way to sign
+            # a ping). At most one sweep per SWEEP_MIN_INTERVAL, so a stranger
+            # can make the due work happen no sooner than the schedule would.
+            body = read_body()
+            if isinstance(body, Response):
+                return body
+            return run_sweep()
+        events = authenticated_events()
+        if isinstance(events, Response):
+            return events
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        try:
-            events = parse_http(dict(request.headers), body)
-        except InvalidInput as exc:
-            return _error(400, "invalid-cloudevent", str(exc), exc.attribute)
         if dead_letter_mode:
             return keep_dead_letters(events)
         if len(events) == 1 and events[0].get_type() == PING_TYPE:
@@ -243,6 +306,12 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         """A PingSource's tick: run the scheduled work that is due (recovery
         after the healthy delay). It only ever acts on what the ledger holds,
         so a stray ping can do no more than an early sweep; no reply event."""
+        with sweep_lock:
+            now = pipeline.clock()
+            if now - last_sweep[0] < SWEEP_MIN_INTERVAL:
+                return _json({"swept": 0, "outcomes": [], "throttled": True,
+                              "message": f"swept less than {SWEEP_MIN_INTERVAL:g} s ago"}, 200)
+            last_sweep[0] = now
         outcomes = pipeline.sweep()
         for o in outcomes:
             log_outcome(o, via="sweep")
@@ -295,9 +364,11 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
     @app.post("/webhooks/splunk")
     @app.post("/webhooks/splunk/<token>")
     def splunk(token: str = "") -> Response:
-        given = token or request.args.get("token", "")
-        if not _same(given, http.splunk_token.reveal()):
-            return _error(401, "unauthorized", "a valid token is required in the URL")
+        if "token" in request.args:  # proxies and access logs keep query strings
+            return _error(401, "unauthorized", "the token is accepted only in the URL path "
+                          "(/webhooks/splunk/<token>), never in the query string")
+        if not _same(token, http.splunk_token.reveal()):
+            return _error(401, "unauthorized", "a valid token is required in the URL path")
         body = read_body()
         if isinstance(body, Response):
             return body

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -222,6 +223,13 @@ def replay_dead_letters(ids: Sequence[str], store_path: str, settings: Settings,
     if sink:
         from .clients.sink import send_all
 
+        key = settings.sender_auth.hmac_key
+        if key:  # the operator re-sends: signed afresh, or an old letter is refused as stale
+            from .events.binding import new_event
+            from .guard.sender_auth import sign_events
+
+            events = sign_events(events, key.reveal(), now=time.time(), rebuild=new_event)
+
         deliveries = send_all(sink, events, timeout=settings.http.sink_timeout)
         for d in deliveries:
             out.write(json.dumps({"event_id": d.event_id, "delivered": d.ok, "status": d.status,
@@ -338,7 +346,7 @@ def pending(settings: Settings, *, as_json: bool, out: TextIO, err: TextIO) -> i
 
 
 def approve(key: str, approver: str, settings: Settings, *, send_to: str, function: str,
-            as_json: bool, out: TextIO, err: TextIO) -> int:
+            as_json: bool, out: TextIO, err: TextIO, expires_at: str = "") -> int:
     """Approve a pending remediation: here (this process runs the action with the
     configured cluster and credentials) or, with ``send_to``, by sending a
     signed approval event to the Broker or a function."""
@@ -357,6 +365,10 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
         if not secret:
             err.write("remediate: REMEDIATION_APPROVAL_SECRET is needed to sign the approval\n")
             return EXIT_INVALID
+        if not expires_at:
+            err.write("remediate: --expires-at is needed with --send: the approval is bound "
+                      "to the request it approves (remediate pending shows its expires_at)\n")
+            return EXIT_INVALID
         from .clients.sink import send
         from .events.binding import SPECVERSION, JSON_CONTENT_TYPE, new_event, validate_attributes
         from .model import TYPE_APPROVAL_GRANTED, stable_digest
@@ -366,7 +378,7 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
                  "datacontenttype": JSON_CONTENT_TYPE, "subject": key}
         if function:
             attrs["remediation"] = function
-        event = new_event(validate_attributes(attrs), approval_data(secret, key, approver))
+        event = new_event(validate_attributes(attrs), approval_data(secret, key, approver, expires_at))
         delivery = send(send_to, event, timeout=settings.http.sink_timeout)
         out.write(json.dumps({"sent": delivery.ok, "status": delivery.status,
                               "detail": delivery.detail}) + "\n")
@@ -409,7 +421,8 @@ def serve(args: argparse.Namespace) -> int:
         threading.Thread(target=sweep_forever, args=(pipeline, args.sweep_every, stop),
                          name="sweep", daemon=True).start()
     try:
-        waitress.serve(app, host=args.host, port=args.port, threads=8)
+        waitress.serve(app, host=args.host, port=args.port,
+                       **waitress_options(settings.http))
     finally:
         stop.set()
     return EXIT_OK
@@ -439,6 +452,46 @@ def _exit_for(outcome: Outcome) -> int:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: control characters (C0 but newline and tab, DEL, C1) and the bidirectional
+#: overrides that reorder what a terminal shows
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
+                          "\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                            text)
+
+
+class PrintableText:
+    """A text stream that writes :func:`printable` text to another."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def waitress_options(http: Any) -> dict[str, Any]:
+    """waitress limits from Settings (issue 15, findings 5 and 9): it buffers a
+    request body before the app sees it, so its own limit must be the app's
+    (a larger body is refused with 413 from the headers, before it is read);
+    idle or trickling connections are closed after ``channel_timeout``."""
+    return {"max_request_body_size": http.max_body_bytes,
+            "channel_timeout": http.channel_timeout,
+            "cleanup_interval": max(1, min(30, int(http.channel_timeout // 2) or 1)),
+            "connection_limit": http.connection_limit,
+            "threads": http.threads}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -495,43 +548,50 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="send a signed approval CloudEvent to this Broker/function URL")
     ap.add_argument("--function", default="",
                     help="with --send: the function that parked it (routes the event)")
+    ap.add_argument("--expires-at", default="", metavar="TIME",
+                    help="with --send: the request's expires_at (remediate pending), which "
+                         "the signature binds the approval to")
     ap.add_argument("--kubeconfig", metavar="FILE", help="act on this cluster")
     ap.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    # Everything printed, logs included, shows control characters escaped:
+    # stored events must not drive the operator's terminal (issue 15)
+    stdout, stderr = PrintableText(sys.stdout), PrintableText(sys.stderr)
     logging.basicConfig(level=os.environ.get("REMEDIATION_LOG_LEVEL", "WARNING").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=stderr)
 
     try:
         if args.command == "replay" and args.from_dlq:
             return replay_dead_letters(args.paths, args.store, _settings_for_replay(args),
-                                       sink=args.sink, as_json=args.json, out=sys.stdout,
-                                       err=sys.stderr)
+                                       sink=args.sink, as_json=args.json, out=stdout,
+                                       err=stderr)
         if args.command == "dlq":
-            return dlq_list(args.store, as_json=args.json, out=sys.stdout)
+            return dlq_list(args.store, as_json=args.json, out=stdout)
     except InvalidInput as exc:
-        sys.stderr.write(f"remediate: {exc}\n")
+        stderr.write(f"remediate: {exc}\n")
         return EXIT_INVALID
     if args.command == "replay":
         if not args.paths:
             parser.error("replay needs at least one PATH (or --from-dlq)")
         return replay(args.paths, _settings_for_replay(args), as_json=args.json,
-                      out=sys.stdout, err=sys.stderr)
+                      out=stdout, err=stderr)
     if args.command == "demo":
-        return demo(sys.stdout, sys.stderr)
+        return demo(stdout, stderr)
     if args.command == "gameday":
         from .gameday import main as gameday_main
 
-        return gameday_main(args.paths, sys.stdout, sys.stderr)
+        return gameday_main(args.paths, stdout, stderr)
     if args.command == "pending":
-        return pending(Settings.from_env(os.environ), as_json=args.json, out=sys.stdout,
-                       err=sys.stderr)
+        return pending(Settings.from_env(os.environ), as_json=args.json, out=stdout,
+                       err=stderr)
     if args.command == "approve":
         settings = Settings.from_env(os.environ)
         if args.kubeconfig:
             settings = replace(settings, kube=replace(settings.kube, kubeconfig=args.kubeconfig,
                                                       snapshot=""))
         return approve(args.id, args.by, settings, send_to=args.send, function=args.function,
-                       as_json=args.json, out=sys.stdout, err=sys.stderr)
+                       as_json=args.json, out=stdout, err=stderr, expires_at=args.expires_at)
     if args.command == "serve":
         return serve(args)
     if args.command == "sweep":
@@ -543,8 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_rego_tests(args.policy_dir or None)
         failed = [r for r in results if not r[1]]
         for name, ok, message in results:
-            sys.stdout.write(f"{'PASS' if ok else 'FAIL'} {name}{': ' + message if message else ''}\n")
-        sys.stdout.write(f"{len(results) - len(failed)} passed, {len(failed)} failed\n")
+            stdout.write(f"{'PASS' if ok else 'FAIL'} {name}{': ' + message if message else ''}\n")
+        stdout.write(f"{len(results) - len(failed)} passed, {len(failed)} failed\n")
         return 1 if failed or not results else EXIT_OK
     if args.command == "vault":
         from .clients.vault import setup_vault
@@ -557,9 +617,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = setup_vault(settings.vault, args.definitions,
                                  token=Secret(token) if token else None)
         except RemediationError as exc:
-            sys.stderr.write(f"remediate: vault setup failed: {exc}\n")
+            stderr.write(f"remediate: vault setup failed: {exc}\n")
             return EXIT_RETRY
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return EXIT_OK
     return EXIT_INVALID
 

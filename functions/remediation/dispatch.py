@@ -109,7 +109,8 @@ def handle_approval(pipeline: Pipeline, event: Any) -> Outcome:
         return Outcome(status=Status.REJECTED, function="", event_id=_attr(event, "get_id"),
                        event_source=_attr(event, "get_source"),
                        reasons=("approval data is not a JSON object",))
-    return pipeline.approve(approval.key, approval.approver, via="approval-event")
+    return pipeline.approve(approval.key, approval.approver, via="approval-event",
+                            expires_at=approval.expires_at)
 
 
 #: batches at least this large run with the cyclic garbage collector paused

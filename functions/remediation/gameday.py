@@ -909,7 +909,8 @@ def _approval_event(settings: Settings, pending: Outcome, approver: str, at: flo
     if pending.function:
         attrs["remediation"] = pending.function
     return new_event(validate_attributes(attrs),
-                     approval_data(settings.approval.secret.reveal(), key, approver))
+                     approval_data(settings.approval.secret.reveal(), key, approver,
+                                   str((pending.approval or {}).get("expires_at") or "")))
 
 
 def run_scenario(scenario: Scenario, stand: Stand, *,

@@ -36,6 +36,7 @@ from .facts import MemoFacts
 from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import TAKEN, ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
+from .guard.targets import target_facts
 from .model import (TYPE_SPLUNK_RESULT, Decision, NoPlan, Outcome, Plan, Signal, Status,
                     stable_digest)
 from .routing import REMEDIATION_LABEL, Routes
@@ -144,8 +145,9 @@ class Pipeline:
         if signal.cluster and served_clusters and signal.cluster not in served_clusters:
             # never plan one cluster's alert against another cluster's objects
             return self._outcome(signal, Status.REJECTED, "", reasons=(
-                f"cluster {signal.cluster!r} is not served here (this instance serves "
-                f"{', '.join(served_clusters)}: REMEDIATION_CLUSTERS)",))
+                f"cluster {signal.cluster[:80]!r} is not served here (this instance serves "
+                f"{', '.join(served_clusters)}: REMEDIATION_CLUSTERS); nothing was read or "
+                "changed",))
         function = self.route(signal, requested)
         if not function:
             label = signal.labels.get(REMEDIATION_LABEL, "")
@@ -165,7 +167,11 @@ class Pipeline:
             return self._outcome(signal, Status.SKIPPED, function,
                                  reasons=("resolved alert: nothing to do for this function",))
 
-        cluster = signal.cluster or self.settings.cluster
+        # The one cluster this process reads is the one it writes to, with that
+        # cluster's credentials (issue 15): an event naming another cluster was
+        # refused above, before any read; the event never picks the cluster of
+        # a write (the allow-list's names are this one cluster's).
+        cluster = self.settings.cluster
         try:
             facts = self.cluster.facts(cluster)
             if facts_memo is not None:
@@ -315,11 +321,23 @@ class Pipeline:
 
     def _final(self, signal: Signal, plan: Plan, status: Status, *, dry_run: bool,
                decision: Decision | None, reasons: tuple[str, ...],
-               results: list[StepResult] | None = None) -> Outcome:
-        """Record a final status for the key and report it."""
-        self.ledger.finish(plan.key, status.value, now=self.clock(),
-                           decision=decision.as_dict() if decision else None,
-                           reasons=list(reasons))
+               results: list[StepResult] | None = None, acted: bool = False) -> Outcome:
+        """Record a final status for the key and report it. ``acted``: the
+        cluster was already changed, so a ledger that fails now must not turn
+        the answer into "not acted on" (issue 15): the outcome still says what
+        was done, with a warning that the ledger did not record it."""
+        try:
+            self.ledger.finish(plan.key, status.value, now=self.clock(),
+                               decision=decision.as_dict() if decision else None,
+                               reasons=list(reasons))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if not acted:
+                raise
+            log.error("remediation %s was %s but the ledger could not record it: %s",
+                      plan.key, status.value, exc)
+            reasons = reasons + (
+                f"warning: {status.value}, but the ledger could not record it ({exc}); the "
+                f"claim stays held until it expires ({int(self.settings.ledger.claim_ttl)}s)",)
         return self._outcome(signal, status, plan.function, plan=plan, decision=decision,
                              dry_run=dry_run, reasons=reasons, results=results)
 
@@ -329,9 +347,15 @@ class Pipeline:
                                   exclude_key=plan.key)
         approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
+            facts = target_facts(plan, self.cluster.facts(cluster))
+        except TemporaryError as exc:
+            return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
+                               dry_run=dry_run)
+        try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
-                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval)
+                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval,
+                              facts=facts)
         except TemporaryError as exc:
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
         if not decision.allow:
@@ -373,11 +397,21 @@ class Pipeline:
                 log.warning("could not publish the approval request: %s", exc)
         return pending
 
-    def approve(self, key: str, approver: str, *, via: str = "approval") -> Outcome:
+    def approve(self, key: str, approver: str, *, via: str = "approval",
+                expires_at: str = "") -> Outcome:
         """A human approved ``key``: approve it in the ledger (once, before it
         expires) and run the path again for the kept signal. The re-plan reads
         the cluster as it is now, the claim takes the approved key, and the
         policy sees who approved."""
+        if expires_at:  # a signed approval names the request it approves
+            current = self.ledger.get(key) or {}
+            if current.get("status") == "pending" and \
+                    _iso(float(current.get("expires_at") or 0)) != expires_at:
+                return Outcome(status=Status.REJECTED, function=str(current.get("function") or ""),
+                               event_id=key, event_source="approval", dry_run=True, reasons=(
+                                   f"this approval was signed for an earlier request of {key} "
+                                   f"(expiring {expires_at}); the pending one expires "
+                                   f"{_iso(float(current.get('expires_at') or 0))}",))
         result = self.ledger.approve(key, approver=approver, now=self.clock())
         rec = result.record or {}
         if not result.ok and result.status != "approved":
@@ -443,7 +477,8 @@ class Pipeline:
                                         message=f"{fn}: {plan.action} partly done: {exc}"[:1000],
                                         type="Warning")
                 return self._final(signal, plan, Status.PARTIAL, dry_run=dry_run,
-                                   decision=decision, reasons=(str(exc),), results=exc.results)
+                                   decision=decision, reasons=(str(exc),), results=exc.results,
+                                   acted=not dry_run)
             except ActionFailed as exc:
                 return self._final(signal, plan, Status.FAILED, dry_run=dry_run,
                                    decision=decision, reasons=(str(exc),),
@@ -456,7 +491,8 @@ class Pipeline:
             extra = ("server-side dry run accepted",) if dry_run else ()
             applied = self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
                                   dry_run=dry_run, decision=decision,
-                                  reasons=decision.reasons + extra, results=results)
+                                  reasons=decision.reasons + extra, results=results,
+                                  acted=not dry_run)
         finally:
             writer.close()
         if dry_run or self.settings.verify.deadline <= 0:
@@ -505,7 +541,11 @@ class Pipeline:
             result, detail = "failed", verdict.detail
         else:
             result, detail = "failed", (f"not done within {cfg.deadline:g}s: {verdict.detail}")
-        self.ledger.record_verification(plan.key, result, detail=detail, now=self.clock())
+        try:
+            self.ledger.record_verification(plan.key, result, detail=detail, now=self.clock())
+        except Exception as exc:  # noqa: BLE001 - the fix is applied; report it anyway
+            log.error("could not record the verification of %s: %s", plan.key, exc)
+            detail = f"{detail} (warning: the ledger could not record this: {exc})"
         (log.info if result == "succeeded" else log.warning)(
             "verification of %s on %s: %s (%s)", plan.action, plan.target, result, detail)
         return {"result": result, "detail": detail, "seconds": seconds, "checks": looks}

@@ -14,7 +14,7 @@ from .actions.catalogue import CATALOGUE
 from .credentials import AmbientCredentials, CredentialBroker
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
-from .pipeline import Pipeline
+from .pipeline import STATS_WINDOW_SECONDS, Pipeline
 from .routing import load_routes
 from .settings import PolicySettings, Settings
 
@@ -40,7 +40,7 @@ def build_cluster(settings: Settings) -> Any:
     from .clients.kube import KubeAccess
 
     log.info("cluster: live API (%s)", settings.kube.kubeconfig or "in-cluster or ~/.kube/config")
-    return KubeAccess(settings.kube)
+    return KubeAccess(settings.kube, clusters=(settings.cluster,))
 
 
 def load_policy_engine(settings: PolicySettings) -> Any:
@@ -64,7 +64,14 @@ def build_ledger(settings: Settings) -> Any:
         from .guard.lease_ledger import LeaseLedger
 
         log.info("ledger: Kubernetes Leases in namespace %s", settings.kube.self_namespace)
-        return LeaseLedger(KubeLeases.from_settings(settings.kube))
+        retention = settings.ledger.retention
+        if 0 < retention < STATS_WINDOW_SECONDS:
+            log.warning("REMEDIATION_LEDGER_RETENTION %ss is shorter than the policy's "
+                        "window (%ss): limits would forget actions", retention,
+                        STATS_WINDOW_SECONDS)
+        return LeaseLedger(KubeLeases.from_settings(settings.kube),
+                           approval_key=settings.approval.secret.reveal(),
+                           retention=retention)
     return SQLiteLedger(settings.ledger.path)
 
 
@@ -86,6 +93,34 @@ def build_publisher(settings: Settings) -> Any:
                         delivery.detail)
 
     return publish
+
+
+def build_sender_auth(settings: Settings) -> Any:
+    """Who may post CloudEvents (``guard.sender_auth``): OIDC when an issuer
+    is configured, the adapter's HMAC signature when a key is; neither and no
+    explicit opt-out refuses every event."""
+    import time
+
+    from .guard.sender_auth import SenderAuthenticator
+
+    cfg = settings.sender_auth
+    verifier = None
+    if cfg.oidc_issuer:
+        from .clients.oidc import OIDCTokenVerifier
+
+        verifier = OIDCTokenVerifier(cfg)
+        log.info("sender authentication: Knative OIDC tokens of issuer %s, audience %s%s",
+                 cfg.oidc_issuer, cfg.oidc_audience,
+                 f", subjects {', '.join(cfg.oidc_subjects)}" if cfg.oidc_subjects else "")
+    if cfg.hmac_key:
+        log.info("sender authentication: events signed with the event HMAC key")
+    if cfg.allow_unauthenticated:
+        log.warning("sender authentication is OFF (REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS="
+                    "true): anyone who can reach POST / can make this function act")
+    elif not cfg.configured:
+        log.error("no sender authentication is configured (REMEDIATION_OIDC_ISSUER or "
+                  "REMEDIATION_EVENT_HMAC_KEY): every CloudEvent will be refused with 401")
+    return SenderAuthenticator(cfg, verifier, clock=time.time)
 
 
 def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 
 
+#: the prefix of every placeholder secret the manifests ship
+PLACEHOLDER_PREFIX = "CHANGE-ME"
+
+
 class Secret:
     """A string that never prints itself."""
 
@@ -63,6 +67,43 @@ class HTTPSettings:
     dead_letter_store: str = ""  # SQLite file for dead letters; empty: in-memory
     outcome_sink: str = ""  # where an applied outcome goes at once, before verification ends
     outcome_sink_all: bool = False  # also send every other outcome there (denied, skipped...)
+    #: waitress: seconds a connection may sit idle or trickle before it is
+    #: closed (slow clients must not hold every connection), and how many
+    #: connections are served at once (the rest wait in the listen backlog)
+    channel_timeout: float = 30.0
+    connection_limit: int = 100
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class SenderAuthSettings:
+    """Who may POST CloudEvents to ``/`` and ``/dead-letters`` (see README,
+    Security). Secure by default: with nothing configured every event is
+    refused with 401 unless ``allow_unauthenticated`` says otherwise."""
+
+    #: REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS=true: accept events from anyone
+    #: (a lab without OIDC or a signing key); logged as a warning at start-up
+    allow_unauthenticated: bool = False
+    #: HMAC-SHA256 key the adapter signs its events with (``remediationsig``)
+    hmac_key: Secret = field(default_factory=lambda: Secret(""))
+    #: a signed event older than this (seconds) is refused (a replayed capture)
+    max_age: float = 3600.0
+    #: Knative's OIDC sender identity: the cluster's ServiceAccount issuer
+    oidc_issuer: str = ""
+    #: the audience the Broker requests for this function (its Service's)
+    oidc_audience: str = ""
+    #: where the issuer's keys are; empty: the issuer's OIDC discovery document
+    oidc_jwks_url: str = ""
+    #: accepted ``sub`` claims; a trailing ``*`` matches any suffix; empty: any
+    oidc_subjects: tuple[str, ...] = ()
+    oidc_ca_cert: str = ""  # CA bundle for the issuer (in-cluster: the SA's ca.crt)
+    oidc_token_path: str = ""  # bearer sent when fetching keys (the kube-apiserver wants one)
+    oidc_timeout: float = 3.0  # seconds per key fetch
+    jwks_cache_seconds: float = 300.0  # keys are re-read after this, or for an unknown kid
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.hmac_key) or bool(self.oidc_issuer)
 
 
 @dataclass(frozen=True)
@@ -107,6 +148,9 @@ class LedgerSettings:
     path: str = ""  # SQLite file; empty: in-memory (one process)
     claim_ttl: float = 300.0  # seconds before a claim whose holder vanished can be retaken
     target_window: float = 300.0  # one action per (target, action) in this window, any incident
+    #: finished Lease ledger records older than this are pruned (seconds; longer
+    #: than any policy or planner window); 0: never
+    retention: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +177,7 @@ class Settings:
     routes_file: str = ""  # alert/search name -> function mapping (YAML/JSON)
     functions: tuple[str, ...] = ()  # functions this process serves; empty: all
     http: HTTPSettings = field(default_factory=HTTPSettings)
+    sender_auth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
@@ -144,6 +189,17 @@ class Settings:
     def served_clusters(self) -> tuple[str, ...]:
         """The allow-list of cluster names events may name (empty: any)."""
         return self.clusters or ((self.cluster,) if self.cluster else ())
+
+    def placeholder_secrets(self) -> list[str]:
+        """Which secrets still hold a shipped placeholder (``CHANGE-ME...``)."""
+        secrets = {"ALERTMANAGER_BEARER_TOKEN": self.http.alertmanager_bearer,
+                   "ALERTMANAGER_BASIC_PASSWORD": self.http.alertmanager_basic_password,
+                   "SPLUNK_WEBHOOK_TOKEN": self.http.splunk_token,
+                   "REMEDIATION_APPROVAL_SECRET": self.approval.secret,
+                   "REMEDIATION_EVENT_HMAC_KEY": self.sender_auth.hmac_key,
+                   "OPA_TOKEN": self.policy.opa_token}
+        return [name for name, secret in secrets.items()
+                if secret.reveal().strip().upper().startswith(PLACEHOLDER_PREFIX)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -168,6 +224,24 @@ class Settings:
                 dead_letter_store=g("REMEDIATION_DEAD_LETTERS", ""),
                 outcome_sink=g("REMEDIATION_OUTCOME_SINK", ""),
                 outcome_sink_all=_bool(g("REMEDIATION_OUTCOME_SINK_ALL"), False),
+                channel_timeout=_float(g("REMEDIATION_CHANNEL_TIMEOUT"), 30.0),
+                connection_limit=_int(g("REMEDIATION_CONNECTION_LIMIT"), 100),
+                threads=_int(g("REMEDIATION_THREADS"), 8),
+            ),
+            sender_auth=SenderAuthSettings(
+                allow_unauthenticated=_bool(g("REMEDIATION_ALLOW_UNAUTHENTICATED_EVENTS"),
+                                            False),
+                hmac_key=Secret(g("REMEDIATION_EVENT_HMAC_KEY", "")),
+                max_age=_float(g("REMEDIATION_EVENT_MAX_AGE"), 3600.0),
+                oidc_issuer=g("REMEDIATION_OIDC_ISSUER", ""),
+                oidc_audience=g("REMEDIATION_OIDC_AUDIENCE", ""),
+                oidc_jwks_url=g("REMEDIATION_OIDC_JWKS_URL", ""),
+                oidc_subjects=tuple(s.strip() for s in g("REMEDIATION_OIDC_SUBJECTS", "")
+                                    .split(",") if s.strip()),
+                oidc_ca_cert=g("REMEDIATION_OIDC_CA_CERT", ""),
+                oidc_token_path=g("REMEDIATION_OIDC_TOKEN_PATH", ""),
+                oidc_timeout=_float(g("REMEDIATION_OIDC_TIMEOUT"), 3.0),
+                jwks_cache_seconds=_float(g("REMEDIATION_OIDC_JWKS_CACHE_SECONDS"), 300.0),
             ),
             kube=KubeSettings(
                 kubeconfig=g("KUBECONFIG", ""),
@@ -203,6 +277,7 @@ class Settings:
                 path=g("REMEDIATION_LEDGER", ""),
                 claim_ttl=_float(g("REMEDIATION_CLAIM_TTL"), 300.0),
                 target_window=_float(g("REMEDIATION_TARGET_WINDOW"), 300.0),
+                retention=_float(g("REMEDIATION_LEDGER_RETENTION"), 86400.0),
             ),
             approval=ApprovalSettings(
                 ttl=_float(g("REMEDIATION_APPROVAL_TTL"), 3600.0),

@@ -69,8 +69,8 @@ class Interleaved:
         self._run("delete", name)
         self.store.delete(name, resource_version=resource_version)
 
-    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        return self.store.list(labels)
+    def list(self, labels: Mapping[str, str], **kwargs: Any) -> list[dict[str, Any]]:
+        return self.store.list(labels, **kwargs)
 
     def close(self) -> None:
         self.store.close()

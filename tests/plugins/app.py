@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from remediation.cli import demo_dir
-from remediation.settings import HTTPSettings, KubeSettings, Secret, Settings
+from remediation.settings import (HTTPSettings, KubeSettings, Secret, SenderAuthSettings,
+                                  Settings)
 
 BEARER = "am-bearer-5f2c"
 SPLUNK_TOKEN = "splunk-token-9a41"
@@ -60,6 +61,9 @@ def make_settings(kubeconfig: Path) -> Callable[..., Settings]:
                               alertmanager_basic_password=Secret("basic-pw"),
                               splunk_token=Secret(SPLUNK_TOKEN), max_body_bytes=256 * 1024),
             kube=KubeSettings(kubeconfig=str(kubeconfig), timeout=2.0),
+            # The tests of what the path does with an event send unsigned ones;
+            # tests/test_sender_auth.py tests the default (refuse strangers).
+            sender_auth=SenderAuthSettings(allow_unauthenticated=True),
         )
         return replace(base, **overrides)
     return make

@@ -136,7 +136,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     ns = f"rs-{uuid.uuid4().hex[:8]}"
     control_plane.create("/api/v1/namespaces", {
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "labels": {"remediation.ai/inference": "true"}}})
+        "metadata": {"name": ns, "labels": {"inferenceremediation.io/inference": "true"}}})
     try:
         yield ns
     finally:

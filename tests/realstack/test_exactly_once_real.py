@@ -23,12 +23,13 @@ import httpx
 import pytest
 import yaml
 from remediation.events.alertmanager import alertmanager_to_events
-from remediation.events.binding import to_binary
+from remediation.events.binding import new_event, to_binary
+from remediation.guard.sender_auth import sign_events
 
 from tests.realstack.components import ControlPlane
 from tests.realstack.fleet import alert, deployment, wait_for
 from tests.realstack.opa_server import OpaServer, opa_binary
-from tests.test_exactly_once import Workers, deliver
+from tests.test_exactly_once import EVENT_KEY, Workers, deliver
 
 KEYS = 20
 COPIES = 15
@@ -39,6 +40,8 @@ def event_for(ns: str, i: int) -> tuple[dict[str, str], bytes]:
     body = alert("VLLMEngineHung", {"namespace": ns, "deployment": f"engine-{i:02d}"},
                  fingerprint=f"{i:016x}")
     (event,) = alertmanager_to_events(body, routes=lambda n, _l: "restart-engine")
+    # signed as the webhook adapter signs: the workers admit only signed events
+    (event,) = sign_events([event], EVENT_KEY, now=time.time(), rebuild=new_event)
     return to_binary(event)
 
 
@@ -78,7 +81,7 @@ def workers_env(control_plane: ControlPlane, gpu_fleet: dict[str, list[str]], na
            "REMEDIATION_POLICY_DATA": str(policy),
            "REMEDIATION_CLAIM_TTL": "3",
            "REMEDIATION_VERIFY_DEADLINE": "20", "REMEDIATION_VERIFY_INTERVAL": "0.2",
-           "REMEDIATION_LOG_LEVEL": "WARNING"}
+           "REMEDIATION_LOG_LEVEL": "WARNING", "REMEDIATION_EVENT_HMAC_KEY": EVENT_KEY}
     for var in ("OPA_URL", "VAULT_ADDR"):
         env.pop(var, None)
     yield env

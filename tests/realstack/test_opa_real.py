@@ -91,11 +91,28 @@ def plan(action: str, kind: str, ns: str, params: dict | None = None, verb: str 
                 params=freeze(params or {}))
 
 
+def healthy_facts(p: Plan) -> dict:
+    """``input.facts`` of a cluster where the plan's targets are what they
+    should be: GPU worker nodes, inference namespaces, engine workloads."""
+    label = DEFAULT_DATA["remediation_config"]["inference_namespace_label"]
+    nodes = {s.name for s in p.steps if s.kind == "Node"} | (
+        {p.target.name} if p.target.kind == "Node" else set())
+    return {"nodes": {n: {"found": True, "labels": {}, "gpu_capacity": 8,
+                          "control_plane": False} for n in nodes},
+            "namespaces": {s.namespace: {"found": True, "labels": {label: "true"}}
+                           for s in p.steps if s.namespace},
+            "workloads": {f"{s.kind}/{s.namespace}/{s.name}": {
+                "found": True, "kind": s.kind, "labels": {"inferenceremediation.io/engine":
+                                                          "vllm"},
+                "template_labels": {}, "images": []}
+                for s in p.steps if s.kind in ("Deployment", "StatefulSet", "Pod")}}
+
+
 def inputs(p: Plan, stats: dict | None = None, now: datetime = NOW,
            approval: dict | None = None) -> dict:
     return policy_input(p, SIGNAL, actor="t", via="trigger", cluster="",
                         self_namespace="remediation", dry_run=False, stats=stats or {}, now=now,
-                        approval=approval)
+                        approval=approval, facts=healthy_facts(p))
 
 
 # -- opa test -------------------------------------------------------------------
@@ -151,7 +168,7 @@ def test_real_opa_decides_through_the_product_adapter(real_opa, p, stats, allow,
     server, local = adapter(real_opa.url), embedded()
     try:
         kw = {"actor": "t", "via": "trigger", "cluster": "", "self_namespace": "remediation",
-              "dry_run": False, "stats": stats, "now": NOW}
+              "dry_run": False, "stats": stats, "now": NOW, "facts": healthy_facts(p)}
         got = decide(server, p, SIGNAL, **kw)
         assert got.allow is allow and reason in got.reasons
         assert got.needs_approval is False and got.dry_run is False
@@ -168,7 +185,8 @@ def test_an_undefined_decision_from_the_real_opa_denies(real_opa):
     try:
         assert server.evaluate(inputs(DECISIONS[0][0])) == {}
         d = decide(server, DECISIONS[0][0], SIGNAL, actor="t", via="trigger", cluster="",
-                   self_namespace="remediation", dry_run=False, stats={}, now=NOW)
+                   self_namespace="remediation", dry_run=False, stats={}, now=NOW,
+                   facts=healthy_facts(DECISIONS[0][0]))
     finally:
         server.close()
     assert not d.allow and "undefined" in d.reasons[0]
@@ -199,6 +217,13 @@ RULES: list[tuple[str, str]] = [
     ("freeze-malformed", r"^change freeze .* is not an RFC 3339 time"),
     ("freeze-open", r"^change freeze .* until "),
     ("maintenance-window-only", r" runs only in a maintenance window$"),
+    ("node-without-facts", r"^node \S+: no facts from the cluster "),
+    ("control-plane-node", r"^node \S+ is a control-plane node: never touched$"),
+    ("node-without-gpus", r"^node \S+ has no GPU capacity: "),
+    ("not-an-inference-namespace", r"^namespace \S* is not an inference namespace "),
+    ("restart-without-facts", r"^restart of an unknown workload: no facts from the cluster$"),
+    ("workload-not-found", r": not found in the cluster$"),
+    ("not-an-inference-engine", r" is not an inference engine "),
 ]
 
 
@@ -276,6 +301,50 @@ def _now(rng: random.Random) -> Any:
     ])
 
 
+def _facts(rng: random.Random, p: Plan) -> dict:
+    """``input.facts`` as guard.targets gathers them for the plan (nodes,
+    namespaces, workloads), each one found or not, a GPU node or not, an
+    engine or not; now and then absent or of the wrong shape. Most plans
+    meet a healthy cluster, so that the other rules still decide them."""
+    if rng.random() < 0.6:
+        return healthy_facts(p)
+    nodes = {s.name for s in p.steps if s.kind == "Node"}
+    if p.target.kind == "Node":
+        nodes.add(p.target.name)
+    if isinstance(p.params.get("node"), str):
+        nodes.add(p.params["node"])
+    namespaces = {s.namespace for s in p.steps if s.namespace} | (
+        {p.target.namespace} if p.target.namespace else set())
+    label = DEFAULT_DATA["remediation_config"]["inference_namespace_label"]
+    facts: dict[str, Any] = {
+        "nodes": {n: {"found": rng.random() < 0.9,
+                      "labels": ({"node-role.kubernetes.io/control-plane": ""}
+                                 if n.startswith("ctrl") or rng.random() < 0.05 else {}),
+                      "gpu_capacity": rng.choice([0, 8, 8, 8, 4, "8", None]),
+                      "control_plane": rng.random() < 0.05} for n in sorted(nodes)},
+        "namespaces": {ns: {"found": True,
+                            "labels": {label: rng.choice(["true", "true", "false", ""])}
+                            if rng.random() < 0.8 else {}} for ns in sorted(namespaces)},
+        "workloads": {}}
+    for s in p.steps:
+        if s.kind in ("Deployment", "StatefulSet", "Pod") and rng.random() < 0.95:
+            roll = rng.random()
+            facts["workloads"][f"{s.kind}/{s.namespace}/{s.name}"] = {
+                "found": rng.random() < 0.9, "kind": s.kind,
+                "labels": {"inferenceremediation.io/engine": "vllm"} if roll < 0.4 else {},
+                "template_labels": ({"serving.kserve.io/inferenceservice": "llama"}
+                                    if 0.4 <= roll < 0.55 else {}),
+                "images": [rng.choice(["vllm/vllm-openai:v0.6", "ghcr.io/x/TritonServer:24",
+                                       "nginx:1.27", "busybox"])] if roll >= 0.55 else []}
+    roll = rng.random()
+    if roll < 0.05:
+        return {}
+    if roll < 0.08:
+        return rng.choice([{"nodes": [], "namespaces": None, "workloads": "x"},
+                           {"nodes": {n: None for n in nodes}}])
+    return facts
+
+
 def generate(rng: random.Random) -> dict:
     """One policy input: the product's own ``policy_input`` of a generated
     plan, then (for a quarter of them) a field or two bent out of shape."""
@@ -323,6 +392,7 @@ def generate(rng: random.Random) -> dict:
     p = Plan(rng.choice(["restart-engine", "drain-gpu-node", "scale-engine"]), action, target,
              tuple(steps), key="k", params=freeze(params))
     doc = inputs(p, stats, now if isinstance(now, datetime) else NOW, approval)
+    doc["facts"] = _facts(rng, p)
     if not isinstance(now, datetime):
         doc["now"] = now
     if not shaped and rng.random() < 0.5:  # a field of the wrong type altogether
@@ -439,7 +509,8 @@ def test_embedded_and_real_opa_decide_identically(real_opa, tmp_path):
 
 def test_decision_id_from_a_real_server_is_kept(own_opa):
     d = decide(adapter(own_opa.url), DECISIONS[0][0], SIGNAL, actor="t", via="trigger",
-               cluster="", self_namespace="remediation", dry_run=False, stats={}, now=NOW)
+               cluster="", self_namespace="remediation", dry_run=False, stats={}, now=NOW,
+               facts=healthy_facts(DECISIONS[0][0]))
     assert d.allow and re.fullmatch(r"[0-9a-f-]{36}", d.decision_id)
 
 

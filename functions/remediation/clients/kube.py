@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 from ..credentials import ScopedCredential
-from ..errors import ActionFailed, DependencyUnavailable
+from ..errors import ActionFailed, DependencyUnavailable, InvalidInput
 from ..executor import StepResult
 from ..model import ObjectRef, Step, thaw
 from ..settings import KubeSettings
@@ -358,16 +358,25 @@ class KubeAccess:
 
     live = True
 
-    def __init__(self, settings: KubeSettings) -> None:
+    def __init__(self, settings: KubeSettings, clusters: tuple[str, ...] = ("",)) -> None:
         import kubernetes.client  # noqa: F401 - see the class docstring
         import kubernetes.config  # noqa: F401
 
         self.settings = settings
+        #: the cluster names this access serves: one API client each, at most
+        #: (issue 15: an event's ``cluster`` value never makes a new client)
+        self.clusters = frozenset(clusters)
         self._lock = threading.Lock()
         self._facts: dict[str, LiveFacts] = {}
         self._writers: dict[str, Any] = {}
 
+    def _check(self, cluster: str) -> None:
+        if cluster not in self.clusters:
+            raise InvalidInput(f"cluster {cluster[:80]!r} is not configured here "
+                               "(REMEDIATION_CLUSTER)", attribute="cluster")
+
     def facts(self, cluster: str) -> LiveFacts:
+        self._check(cluster)
         with self._lock:
             if cluster not in self._facts:
                 self._facts[cluster] = LiveFacts(build_api_client(self.settings),
@@ -375,6 +384,10 @@ class KubeAccess:
             return self._facts[cluster]
 
     def writer(self, cluster: str, credential: ScopedCredential) -> KubeWriter:
+        self._check(cluster)
+        if credential.cluster and credential.cluster != cluster and cluster:
+            raise ActionFailed(f"credential for cluster {credential.cluster!r} offered for "
+                               f"writes to {cluster!r}: refused")
         if not credential.token:
             # The ambient identity (no Vault): one pooled client per cluster,
             # not a kubeconfig load and a new connection pool per execution.
@@ -469,9 +482,15 @@ class KubeLeases:
         self._write("DELETE", name, {"apiVersion": "v1", "kind": "DeleteOptions",
                                      "preconditions": {"resourceVersion": resource_version}})
 
-    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def list(self, labels: Mapping[str, str], *,
+             status_in: Any = None) -> list[dict[str, Any]]:
+        from ..guard.lease_ledger import STATUS_LABEL
+
+        selector = _selector(labels)
+        if status_in:  # set-based: the server filters, the claim reads only what counts
+            selector += f",{STATUS_LABEL} in ({','.join(sorted(status_in))})"
         doc = self._api.call("list leases", "GET", self._path(),
-                             query={"labelSelector": _selector(labels)})
+                             query={"labelSelector": selector.lstrip(",")})
         return list(doc.get("items") or [])
 
     def close(self) -> None:

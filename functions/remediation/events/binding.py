@@ -31,6 +31,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -68,6 +69,9 @@ SPECVERSION: Final = "1.0"
 
 #: Longest accepted string attribute value (ids, sources, extension values).
 MAX_ATTRIBUTE_CHARS: Final = 8192
+#: Deepest accepted JSON nesting, for every JSON input (issue 15: data nested
+#: 500-900 deep parsed, then broke every recursive walk after it with a 500).
+MAX_JSON_DEPTH: Final = 64
 
 _EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+")
 # spec.md "Type System", String: U+0000-U+001F and U+007F-U+009F are not allowed.
@@ -148,12 +152,32 @@ def _check_text(value: Any, what: str, attribute: str, depth: int = 0) -> None:
             _check_text(v, what, attribute, depth + 1)
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped),
+    without parsing it: regular expressions and one pass over the brackets.
+    A text with at most MAX_JSON_DEPTH brackets answers their count (an
+    upper bound, cheaply)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return text.count("[") + text.count("{")
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
+
+
 def load_json(body: bytes | str, what: str = "body", attribute: str = "body") -> Any:
-    """Strict JSON: no NaN/Infinity, no silent fallback, bounded nesting, no
-    lone surrogates. Every failure is an ``InvalidInput`` naming ``what``."""
+    """Strict JSON: no NaN/Infinity, no silent fallback, nesting at most
+    :data:`MAX_JSON_DEPTH`, no lone surrogates. Every failure is an
+    ``InvalidInput`` naming ``what``."""
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
+    raw = body if isinstance(body, str) else body.decode("utf-8", errors="replace")
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                           attribute=attribute)
     try:
         value = json.loads(body, parse_constant=no_constants)
     except RecursionError:

@@ -8,8 +8,14 @@ keyed with the shared approval secret (``REMEDIATION_APPROVAL_SECRET``); the
 secret itself never travels. Without a configured secret, approval events
 are refused: an unauthenticated event must never release an action.
 
-A replayed approval is harmless: the ledger approves a key once, and only
-while it is pending and unexpired.
+An approval is bound to one request for approval: the signature also covers
+the request's ``expires_at`` (shown with the request, by ``remediate
+pending`` and in the approval-requested event), and the pipeline releases a
+key only when that is the pending request's own. A signed approval of an
+earlier request (refused as expired, say) cannot be replayed once the alert
+parks the same key again (issue 15). Within its request a replayed approval
+is harmless: the ledger approves a key once, and only while it is pending
+and unexpired.
 
 Pure: no I/O.
 """
@@ -30,22 +36,27 @@ _APPROVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,127}$")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,252}$")
 
 
+_EXPIRES = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
 @dataclass(frozen=True)
 class Approval:
     key: str
     approver: str
+    expires_at: str = ""  # the approved request's expiry (RFC 3339, UTC, seconds)
 
 
-def signature(secret: str, key: str, approver: str) -> str:
-    msg = f"inferenceremediation-approval\n{key}\n{approver}".encode()
+def signature(secret: str, key: str, approver: str, expires_at: str = "") -> str:
+    msg = f"inferenceremediation-approval-v2\n{key}\n{approver}\n{expires_at}".encode()
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def approval_data(secret: str, key: str, approver: str) -> dict[str, str]:
-    """The data of a signed approval event."""
+def approval_data(secret: str, key: str, approver: str, expires_at: str = "") -> dict[str, str]:
+    """The data of a signed approval event for the request expiring at
+    ``expires_at`` (as the request shows it)."""
     check_names(key, approver)
-    return {"approval_id": key, "approver": approver,
-            "signature": signature(secret, key, approver)}
+    return {"approval_id": key, "approver": approver, "expires_at": expires_at,
+            "signature": signature(secret, key, approver, expires_at)}
 
 
 def check_names(key: str, approver: str) -> None:
@@ -63,10 +74,16 @@ def verify_approval(data: Any, *, secret: str, approvers: tuple[str, ...] = ()) 
     if not isinstance(data, Mapping):
         raise InvalidInput("approval data must be a JSON object", attribute="data")
     key, approver, sig = data.get("approval_id"), data.get("approver"), data.get("signature")
+    expires_at = data.get("expires_at")
     check_names(key, approver)  # type: ignore[arg-type]
+    if not isinstance(expires_at, str) or not _EXPIRES.match(expires_at):
+        raise InvalidInput("approval is not bound to its request: expires_at (as the "
+                           "request shows it, YYYY-MM-DDTHH:MM:SSZ) is required",
+                           attribute="expires_at")
     if not isinstance(sig, str) or not hmac.compare_digest(
-            sig.encode(), signature(secret, key, approver).encode()):  # type: ignore[arg-type]
+            sig.encode(),
+            signature(secret, key, approver, expires_at).encode()):  # type: ignore[arg-type]
         raise InvalidInput("approval signature does not match", attribute="signature")
     if approvers and approver not in approvers:
         raise InvalidInput(f"{approver} may not approve remediations", attribute="approver")
-    return Approval(key, approver)  # type: ignore[arg-type]
+    return Approval(key, approver, expires_at)  # type: ignore[arg-type]

@@ -78,6 +78,10 @@ class DeadLetter:
 
 class DeadLetterStore:
     def __init__(self, path: str = "") -> None:
+        if path and path != ":memory:":
+            from .ledger import prepare_private_file
+
+            prepare_private_file(path)  # 0600: stored events may carry secrets
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path or ":memory:", timeout=10.0, isolation_level=None,
                                    check_same_thread=False)

@@ -48,15 +48,25 @@ it over the API; no Kubernetes import here):
 - Lease bodies reach the API as plain JSON (``clients.kube``): their
   MicroTimes (``acquireTime``, ``renewTime``) need six fraction digits.
 
-Stats and history list the ledger's Leases (one list call, filtered
-client-side); a production ledger of a few thousand Leases is a small list.
-Nothing expires the Leases themselves: ``remediate`` could prune finished
-records older than the longest policy window (not built yet).
+Stats, history and the target check select Leases by label on the API
+server (target and action digests, and a set-based selector on the status
+label), so a claim reads the few records that count, never every Lease:
+thousands of denied or skipped records (a storm of forged alerts) cost a
+claim nothing. Finished records older than ``retention`` seconds (longer
+than any policy or planner window) are deleted, a bounded batch at most once
+per ``prune_interval`` (issue 15, finding 6).
+
+Approvals are integrity-protected: with an approval key (the approval HMAC
+secret) the ledger signs ``approved_by``/``approved_at`` of the key it
+approves, and a claimer honours an approval only when that signature
+verifies, so a pod that can write Leases cannot forge one (issue 15,
+finding 4).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from datetime import datetime, timezone
@@ -103,7 +113,25 @@ class LeaseStore(Protocol):
         """Delete with a resourceVersion precondition; LeaseConflict when stale."""
         ...
 
-    def list(self, labels: Mapping[str, str]) -> list[dict[str, Any]]: ...
+    def list(self, labels: Mapping[str, str], *,
+             status_in: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Leases with these labels (and, given ``status_in``, whose status
+        label is one of those: a set-based selector on the server)."""
+        ...
+
+
+#: records in these statuses are still in play and never pruned
+LIVE_STATUSES = frozenset({"claimed", "pending", "approved"})
+#: statuses a target check must see (taken, in flight, waiting for approval)
+TARGET_STATUSES = tuple(TAKEN) + ("pending",)
+#: at most this many Leases deleted per prune
+PRUNE_BATCH = 200
+
+
+def approval_mac(secret: str, rec: Mapping[str, Any]) -> str:
+    msg = (f"inferenceremediation-lease-approval-v1\n{rec.get('key')}\n"
+           f"{rec.get('approved_by')}\n{float(rec.get('approved_at') or 0):.6f}")
+    return hmac.new(secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
 
 
 def _digest(text: str, n: int = 40) -> str:
@@ -136,8 +164,28 @@ def _record(lease: Mapping[str, Any] | None) -> dict[str, Any] | None:
 class LeaseLedger:
     """The Ledger protocol over Leases (see the module docstring)."""
 
-    def __init__(self, store: LeaseStore) -> None:
+    def __init__(self, store: LeaseStore, *, approval_key: str = "",
+                 retention: float = 86400.0, prune_interval: float = 300.0) -> None:
         self.store = store
+        self.approval_key = approval_key
+        self.retention = retention
+        self.prune_interval = prune_interval
+        self._pruned_at = float("-inf")
+        if not approval_key:
+            log.warning("Lease ledger without an approval key: approvals kept in Leases are "
+                        "not integrity-protected (set REMEDIATION_APPROVAL_SECRET)")
+
+    def _approved_by(self, rec: Mapping[str, Any]) -> str:
+        """Who approved ``rec``, when the approval's signature holds."""
+        who = str(rec.get("approved_by") or "")
+        if not who or not self.approval_key:
+            return who
+        mac = str(rec.get("approval_mac") or "")
+        if hmac.compare_digest(mac.encode(), approval_mac(self.approval_key, rec).encode()):
+            return who
+        log.warning("ledger key %s: approval by %r has no valid signature (forged or "
+                    "written without the key): ignored", rec.get("key"), who[:80])
+        return ""
 
     # -- writing -----------------------------------------------------------
     def _labels(self, rec: Mapping[str, Any]) -> dict[str, str]:
@@ -183,6 +231,7 @@ class LeaseLedger:
     # -- the protocol ---------------------------------------------------------
     def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
               ttl: float, target_window: float = 0.0) -> ClaimResult:
+        self._maybe_prune(now)
         fresh = {"key": plan.key, "function": plan.function, "action": plan.action,
                  "target": str(plan.target), "status": "claimed", "holder": holder,
                  "claimed_at": now, "expires_at": now + ttl, "updated_at": now,
@@ -201,8 +250,7 @@ class LeaseLedger:
                     busy = self._take_target(plan, now=now, ttl=ttl, window=target_window)
                     if busy is not None:
                         return busy
-                approved_by = str(rec.get("approved_by") or "") \
-                    if status in APPROVAL_KEPT else ""
+                approved_by = self._approved_by(rec) if status in APPROVAL_KEPT else ""
                 taken = {**rec, **{k: fresh[k] for k in ("status", "holder", "claimed_at",
                                                            "expires_at", "updated_at",
                                                            "event_id", "plan")},
@@ -282,7 +330,8 @@ class LeaseLedger:
                                age=now - float(r.get("updated_at") or now))
 
         rows = [r for r in self._records({TARGET_LABEL: _digest(str(plan.target)),
-                                          ACTION_LABEL: _digest(plan.action, 16)})
+                                          ACTION_LABEL: _digest(plan.action, 16)},
+                                         status_in=TARGET_STATUSES)
                 if r.get("target") == str(plan.target) and r.get("action") == plan.action
                 and r.get("key") != plan.key]
         recent = [r for r in rows if active(r)]
@@ -368,8 +417,11 @@ class LeaseLedger:
                 seen["status"] = "expired"
                 return {**r, "status": "expired", "updated_at": now}
             seen["status"] = "approved"
-            return {**r, "status": "approved", "approved_by": approver, "approved_at": now,
-                    "updated_at": now}
+            new = {**r, "status": "approved", "approved_by": approver, "approved_at": now,
+                   "updated_at": now}
+            if self.approval_key:
+                new["approval_mac"] = approval_mac(self.approval_key, new)
+            return new
         written = self._update(key, change)
         status = seen.get("status", "unknown")
         granted = written is not None and written.get("status") == "approved"
@@ -403,9 +455,11 @@ class LeaseLedger:
                                      "verification_detail": detail[:2000]})
 
     # -- reading -------------------------------------------------------------
-    def _records(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def _records(self, labels: Mapping[str, str], *,
+                 status_in: Collection[str] | None = None) -> list[dict[str, Any]]:
         out = []
-        for lease in self.store.list({LEDGER_LABEL: "claim", **labels}):
+        for lease in self.store.list({LEDGER_LABEL: "claim", **labels},
+                                     status_in=tuple(status_in) if status_in else None):
             rec = _record(lease)
             if rec is not None:
                 out.append(rec)
@@ -414,7 +468,7 @@ class LeaseLedger:
     def stats(self, plan: Plan, *, now: float, window: float,
               exclude_key: str = "") -> dict[str, int]:
         since = now - window
-        rows = [r for r in self._records({})
+        rows = [r for r in self._records({}, status_in=COUNTED)
                 if r.get("status") in COUNTED and float(r.get("updated_at") or 0) >= since
                 and r.get("key") != exclude_key]
         return {"target_actions_in_window": sum(r.get("target") == str(plan.target)
@@ -427,12 +481,55 @@ class LeaseLedger:
 
     def history(self, *, target: str | None = None, limit: int = 100,
                 statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
-        rows = self._records({TARGET_LABEL: _digest(target)} if target else {})
+        rows = self._records({TARGET_LABEL: _digest(target)} if target else {},
+                             status_in=tuple(statuses) if statuses else None)
         if target:
             rows = [r for r in rows if r.get("target") == target]
         if statuses is not None:
             rows = [r for r in rows if r.get("status") in statuses]
         return sorted(rows, key=lambda r: r["updated_at"], reverse=True)[:limit]
+
+    # -- retention -------------------------------------------------------------
+    def _maybe_prune(self, now: float) -> None:
+        if self.retention <= 0 or now - self._pruned_at < self.prune_interval:
+            return
+        self._pruned_at = now
+        try:
+            self.prune(now=now)
+        except (TemporaryError, LeaseConflict) as exc:  # best effort: next interval
+            log.warning("could not prune the ledger: %s", exc)
+
+    def prune(self, *, now: float, limit: int = PRUNE_BATCH) -> int:
+        """Delete finished records (and target Leases) not updated within
+        ``retention`` seconds, oldest first, at most ``limit``. Records still
+        in play (claimed, pending, approved) are never pruned."""
+        cutoff = now - self.retention
+        old = []
+        for label in ("claim", "target"):
+            for lease in self.store.list({LEDGER_LABEL: label}):
+                rec = _record(lease)
+                if rec is None:
+                    continue
+                if label == "claim" and rec.get("status") in LIVE_STATUSES:
+                    continue
+                if label == "target" and rec.get("status") == "claimed" \
+                        and float(rec.get("expires_at") or 0) >= now:
+                    continue
+                if float(rec.get("updated_at") or 0) < cutoff:
+                    old.append((float(rec.get("updated_at") or 0), lease))
+        old.sort(key=lambda pair: pair[0])
+        removed = 0
+        for _, lease in old[:limit]:
+            meta = lease.get("metadata") or {}
+            try:
+                self.store.delete(str(meta.get("name")),
+                                  resource_version=str(meta.get("resourceVersion") or ""))
+                removed += 1
+            except LeaseConflict:
+                continue  # changed since the list: no longer old
+        if removed:
+            log.info("pruned %d ledger record(s) older than %ds", removed, int(self.retention))
+        return removed
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)

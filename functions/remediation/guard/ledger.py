@@ -37,8 +37,10 @@ readers such as the escalation ladder can see that a fix did not take.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from collections.abc import Collection
 from typing import Any, Protocol
@@ -161,10 +163,47 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+class LedgerMissing(RuntimeError):
+    """The ledger file existed and is gone: starting empty would act twice."""
+
+
+def prepare_private_file(path: str) -> None:
+    """Create a SQLite file readable by its owner only (0600), or tighten an
+    existing one; refuse a file that existed before and is now missing.
+
+    A marker beside the file (``.<name>.created``) remembers that it was
+    created: if the file is deleted while the marker stays, the ledger would
+    silently start empty and the same remediation would run again (issue 15).
+    Wiping the folder (a new pod's emptyDir) removes both: a legitimate start.
+    """
+    file = Path(path)
+    marker = file.with_name(f".{file.name}.created")
+    if not file.exists():
+        if marker.exists():
+            raise LedgerMissing(
+                f"the ledger {path} existed (see {marker}) but is gone: refusing to start "
+                "empty, which would repeat remediations already done; restore it, or "
+                f"delete {marker} to start a new ledger on purpose")
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    else:
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except OSError:
+            pass  # not ours to change: SQLite still opens it
+    if not marker.exists():
+        fd = os.open(marker, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
 class SQLiteLedger:
-    """Claims and history in SQLite. ``path=""`` means in-memory."""
+    """Claims and history in SQLite. ``path=""`` means in-memory; a file is
+    created 0600 and must not vanish once created (:func:`prepare_private_file`)."""
 
     def __init__(self, path: str = "") -> None:
+        if path and path != ":memory:":
+            prepare_private_file(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path or ":memory:", timeout=10.0, isolation_level=None,
                                    check_same_thread=False)

@@ -27,7 +27,8 @@ class PolicyEngine(Protocol):
 
 def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: str,
                  self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
-                 now: datetime, approval: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 now: datetime, approval: Mapping[str, Any] | None = None,
+                 facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     namespaces = {s.namespace for s in plan.steps if s.namespace}
     if plan.target.namespace:
         namespaces.add(plan.target.namespace)
@@ -46,6 +47,9 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
         "stats": dict(stats),
         "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "approval": dict(approval or {}),
+        # the touched nodes, namespaces and workloads as the cluster has them
+        # (guard.targets); absent facts make the policy refuse
+        "facts": dict(facts or {}),
     }
 
 
@@ -65,8 +69,9 @@ def decision_from_document(doc: Any) -> Decision:
 
 def decide(engine: PolicyEngine, plan: Plan, signal: Signal, *, actor: str, via: str,
            cluster: str, self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
-           now: datetime, approval: Mapping[str, Any] | None = None) -> Decision:
+           now: datetime, approval: Mapping[str, Any] | None = None,
+           facts: Mapping[str, Any] | None = None) -> Decision:
     doc = engine.evaluate(policy_input(plan, signal, actor=actor, via=via, cluster=cluster,
                                        self_namespace=self_namespace, dry_run=dry_run,
-                                       stats=stats, now=now, approval=approval))
+                                       stats=stats, now=now, approval=approval, facts=facts))
     return decision_from_document(doc)
