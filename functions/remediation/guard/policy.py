@@ -27,7 +27,11 @@ class PolicyEngine(Protocol):
 
 def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: str,
                  self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
-                 now: datetime, approval: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 now: datetime, approval: Mapping[str, Any] | None = None,
+                 requester: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``requester``: who asked besides an alert (an agent, through the MCP
+    door): its fields join ``actor`` (``kind: "agent"``, ``client``, ``model``,
+    ``reason``) so the policy can hold agents to rules of their own."""
     namespaces = {s.namespace for s in plan.steps if s.namespace}
     if plan.target.namespace:
         namespaces.add(plan.target.namespace)
@@ -39,7 +43,7 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
         "namespaces": sorted(namespaces),
         "kinds": sorted({s.kind for s in plan.steps}),
         "event": signal.as_dict(),
-        "actor": {"name": actor, "via": via},
+        "actor": {**dict(requester or {}), "name": actor, "via": via},
         "cluster": cluster,
         "self_namespace": self_namespace,
         "dry_run": dry_run,
@@ -68,5 +72,6 @@ def decide(engine: PolicyEngine, plan: Plan, signal: Signal, *, actor: str, via:
            now: datetime, approval: Mapping[str, Any] | None = None) -> Decision:
     doc = engine.evaluate(policy_input(plan, signal, actor=actor, via=via, cluster=cluster,
                                        self_namespace=self_namespace, dry_run=dry_run,
-                                       stats=stats, now=now, approval=approval))
+                                       stats=stats, now=now, approval=approval,
+                                       requester=signal.requester))
     return decision_from_document(doc)
