@@ -113,6 +113,20 @@ def events_from_document(doc: Any, pipeline: Pipeline) -> list[Any]:
                        "structured CloudEvent", "alert")
 
 
+def as_agents(signal: Signal, requester: Mapping[str, str]) -> Signal:
+    """The signal as an agent's request. Its incident is the agents' own (the
+    alert's fingerprint under an ``agent:`` prefix): the same alert requested
+    again, by any agent, is one incident (claimed once), but never the
+    alert's own, so what an agent's request ends in (denied by an agent-only
+    rule, or parked for a human) cannot stand for Alertmanager's delivery of
+    the same alert. The two still never both act: the ledger's target window
+    allows one action per target and action. The event id carries the client
+    for the agents' counts."""
+    fingerprint = "agent:" + (signal.fingerprint or f"{signal.source}#{signal.event_id}")
+    return replace(signal, requester=MappingProxyType(dict(requester)), fingerprint=fingerprint,
+                   event_id=f"{agent_prefix(requester)}{signal.event_id}")
+
+
 def _requested(event: Any) -> str:
     try:
         return str(event.get_extension("remediation") or "")
@@ -162,9 +176,7 @@ class AgentDoor:
             for event in events:
                 signal = signal_from_event(event)
                 if requester is not None:
-                    signal = replace(
-                        signal, requester=MappingProxyType(dict(requester)),
-                        event_id=f"{agent_prefix(requester)}{signal.event_id}")
+                    signal = as_agents(signal, requester)
                 out.append((signal, _requested(event)))
         except InvalidInput as exc:
             where = f" ({exc.attribute})" if exc.attribute else ""

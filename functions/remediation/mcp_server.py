@@ -71,11 +71,18 @@ def _client(ctx: Context | None) -> str:
         return ""
 
 
-def _run(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def _refusing(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
         return fn(*args, **kwargs)
     except ToolRefused as exc:
         raise ToolError(str(exc)) from None
+
+
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The door's (blocking) call on the loop's default executor: the path may
+    wait for verification, and the loop keeps serving meanwhile. Its threads
+    end with the loop, each dropping its own thread-bound policy engine."""
+    return await asyncio.to_thread(_refusing, fn, *args, **kwargs)
 
 
 def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
@@ -86,20 +93,20 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
     server.door = door
 
     @server.tool(annotations=READ, title="List remediations")
-    def list_remediations() -> dict[str, Any]:
+    async def list_remediations() -> dict[str, Any]:
         """The remediation functions: the alerts and Splunk searches routed to each,
         and the alert labels each needs."""
-        return _run(door.list_remediations)
+        return await _run(door.list_remediations)
 
     @server.tool(annotations=READ, title="Explain an alert (plan only)")
-    def explain_alert(alert: Alert, ctx: Context,
+    async def explain_alert(alert: Alert, ctx: Context,
                       model: Annotated[str, Field(max_length=100)] = "") -> dict[str, Any]:
         """What would happen to this alert if you requested it: the route, the plan
         and the policy decision with its reasons. Nothing is claimed or written."""
-        return _run(door.explain_alert, alert, client=_client(ctx), model=model)
+        return await _run(door.explain_alert, alert, client=_client(ctx), model=model)
 
     @server.tool(annotations=ACT, title="Request a remediation")
-    def request_remediation(
+    async def request_remediation(
             alert: Alert, ctx: Context,
             reason: Annotated[str, Field(min_length=1, max_length=500,
                                          description="why this is needed (audited)")],
@@ -111,40 +118,41 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
         for a human's approval), applied with scoped credentials, verified, audited.
         Returns one outcome per alert: applied, planned, pending, denied, duplicate,
         skipped, rejected or retry, with reasons."""
-        return _run(door.request_remediation, alert, client=_client(ctx), reason=reason,
+        return await _run(door.request_remediation, alert, client=_client(ctx), reason=reason,
                     model=model)
 
     @server.tool(annotations=READ, title="List pending approvals")
-    def list_pending_approvals() -> dict[str, Any]:
+    async def list_pending_approvals() -> dict[str, Any]:
         """Remediations waiting for a human's approval (agents cannot approve)."""
-        return _run(door.list_pending_approvals)
+        return await _run(door.list_pending_approvals)
 
     @server.tool(annotations=READ, title="A target's remediation history")
-    def get_history(kind: Annotated[str, Field(min_length=1, max_length=63)],
+    async def get_history(kind: Annotated[str, Field(min_length=1, max_length=63)],
                     name: Annotated[str, Field(min_length=1, max_length=253)],
                     namespace: Annotated[str, Field(max_length=63)] = "",
                     limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
         """The ledger's records for one object (kind Node, Deployment, ...), newest first."""
-        return _run(door.get_history, kind, name, namespace, limit)
+        return await _run(door.get_history, kind, name, namespace, limit)
 
     @server.tool(annotations=READ, title="Recent outcomes")
-    def list_recent_outcomes(limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
+    async def list_recent_outcomes(
+            limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
         """The newest remediations in the ledger, whatever their target."""
-        return _run(door.list_recent_outcomes, limit)
+        return await _run(door.list_recent_outcomes, limit)
 
     @server.tool(annotations=READ, title="Effective policy")
-    def get_policy() -> dict[str, Any]:
+    async def get_policy() -> dict[str, Any]:
         """The policy data in force (limits, protected namespaces, agent rules)."""
-        return _run(door.get_policy)
+        return await _run(door.get_policy)
 
     @server.tool(annotations=READ, title="Run a game day (plan only)")
-    def run_gameday(scenario: Annotated[dict[str, Any], Field(
+    async def run_gameday(scenario: Annotated[dict[str, Any], Field(
             description="a game-day scenario (name, events, expect), as in a scenario "
                         "file; snapshot: the bundled demo fleet or a list of objects")]
                     ) -> dict[str, Any]:
         """Replay a scenario on a snapshot with its own ledger: plan only, nothing
         touches the cluster or the real ledger."""
-        return _run(door.run_gameday, scenario)
+        return await _run(door.run_gameday, scenario)
 
     # -- resources ------------------------------------------------------------------
     @server.resource("remediation://policy/data", mime_type="application/json",
