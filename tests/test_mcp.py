@@ -135,6 +135,11 @@ def test_tools_are_listed_with_honest_annotations_and_typed_schemas(fleet, setti
     assert set(schema["required"]) == {"alert", "reason"}
     assert schema["properties"]["reason"]["minLength"] == 1
     assert "ctx" not in schema["properties"]
+    out = act.output_schema
+    outcome = out["$defs"]["OutcomeView"]
+    assert "pending" in outcome["properties"]["status"]["enum"]
+    assert {"status", "reasons", "decision"} <= set(outcome["required"])
+    assert "Explanation" in tools["explain_alert"].output_schema["$defs"]
     assert writes(fleet) == []
 
 

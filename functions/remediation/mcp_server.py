@@ -19,13 +19,13 @@ import asyncio
 import json
 import logging
 import threading
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from .agents import LABEL_CONTRACT, AgentDoor, ToolRefused, policy_view
 from .pipeline import Pipeline
@@ -53,6 +53,105 @@ Alert = Annotated[dict[str, Any], Field(
                 "CloudEvent")]
 
 
+# -- typed outputs (the SDK publishes their JSON schema and checks each result) -------
+Obj = dict[str, Any]
+Status = Literal["planned", "applied", "denied", "skipped", "duplicate", "failed", "rejected",
+                 "retry", "partial", "pending"]
+
+
+class Target(BaseModel):
+    kind: str
+    namespace: str
+    name: str
+
+
+class RemediationInfo(BaseModel):
+    name: str
+    summary: str
+    alerts: list[str]
+    splunk_searches: list[str]
+    labels: dict[str, list[str]] = Field(description="label names the function reads")
+    handles_resolved: bool
+
+
+class Remediations(BaseModel):
+    remediations: list[RemediationInfo]
+
+
+class Explanation(BaseModel):
+    function: str
+    would: Status = Field(description="what request_remediation would answer now")
+    reasons: list[str]
+    target: Target | None
+    plan: Obj | None
+    decision: Obj | None = Field(description="allow, reasons, needs_approval, dry_run")
+    ledger: Obj | None = None
+
+
+class Explanations(BaseModel):
+    explanations: list[Explanation]
+
+
+class OutcomeView(BaseModel):
+    status: Status
+    function: str
+    event_id: str
+    target: Target | None
+    actions: list[dict[str, str]]
+    reasons: list[str]
+    decision: Obj | None
+    dry_run: bool
+    retryable: bool
+    approval: Obj | None = None
+    verification: Obj | None = None
+    requested_by: dict[str, str] | None = None
+    next: str | None = None
+
+
+class Outcomes(BaseModel):
+    outcomes: list[OutcomeView]
+
+
+class PendingApproval(BaseModel):
+    id: str
+    function: str
+    action: str
+    target: str
+    event_id: str
+    requested_at: str
+    expires_at: str
+    reasons: list[str]
+    requested_by: dict[str, str] | None
+    approve: str
+
+
+class PendingApprovals(BaseModel):
+    pending: list[PendingApproval]
+
+
+class LedgerRecord(BaseModel):
+    key: str
+    function: str
+    action: str
+    target: str
+    status: str
+    updated_at: str
+    event_id: str
+    requested_by_agent: str = Field(description="the agent client that asked, if one did")
+    reasons: list[str]
+    approved_by: str
+    verification: str
+
+
+class History(BaseModel):
+    target: str
+    remediations: list[LedgerRecord]
+
+
+class RecentOutcomes(BaseModel):
+    outcomes: list[LedgerRecord]
+
+
 class _Server(MCPServer):
     """Lists only the tools settings enable; calls are checked by the door too."""
 
@@ -78,7 +177,7 @@ def _refusing(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise ToolError(str(exc)) from None
 
 
-async def _run(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """The door's (blocking) call on the loop's default executor: the path may
     wait for verification, and the loop keeps serving meanwhile. Its threads
     end with the loop, each dropping its own thread-bound policy engine."""
@@ -93,14 +192,14 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
     server.door = door
 
     @server.tool(annotations=READ, title="List remediations")
-    async def list_remediations() -> dict[str, Any]:
+    async def list_remediations() -> Remediations:
         """The remediation functions: the alerts and Splunk searches routed to each,
         and the alert labels each needs."""
         return await _run(door.list_remediations)
 
     @server.tool(annotations=READ, title="Explain an alert (plan only)")
     async def explain_alert(alert: Alert, ctx: Context,
-                      model: Annotated[str, Field(max_length=100)] = "") -> dict[str, Any]:
+                      model: Annotated[str, Field(max_length=100)] = "") -> Explanations:
         """What would happen to this alert if you requested it: the route, the plan
         and the policy decision with its reasons. Nothing is claimed or written."""
         return await _run(door.explain_alert, alert, client=_client(ctx), model=model)
@@ -112,7 +211,7 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
                                          description="why this is needed (audited)")],
             model: Annotated[str, Field(max_length=100,
                                         description="the model asking, if known")] = "",
-    ) -> dict[str, Any]:
+    ) -> Outcomes:
         """Send the alert through the one remediation path as this agent: claimed once
         per incident, judged by policy (an agent's drain, reboot or eviction waits
         for a human's approval), applied with scoped credentials, verified, audited.
@@ -122,7 +221,7 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
                     model=model)
 
     @server.tool(annotations=READ, title="List pending approvals")
-    async def list_pending_approvals() -> dict[str, Any]:
+    async def list_pending_approvals() -> PendingApprovals:
         """Remediations waiting for a human's approval (agents cannot approve)."""
         return await _run(door.list_pending_approvals)
 
@@ -130,13 +229,13 @@ def build_server(pipeline: Pipeline, *, gameday: Any = None) -> MCPServer:
     async def get_history(kind: Annotated[str, Field(min_length=1, max_length=63)],
                     name: Annotated[str, Field(min_length=1, max_length=253)],
                     namespace: Annotated[str, Field(max_length=63)] = "",
-                    limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
+                    limit: Annotated[int, Field(ge=1, le=100)] = 20) -> History:
         """The ledger's records for one object (kind Node, Deployment, ...), newest first."""
         return await _run(door.get_history, kind, name, namespace, limit)
 
     @server.tool(annotations=READ, title="Recent outcomes")
     async def list_recent_outcomes(
-            limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
+            limit: Annotated[int, Field(ge=1, le=100)] = 20) -> RecentOutcomes:
         """The newest remediations in the ledger, whatever their target."""
         return await _run(door.list_recent_outcomes, limit)
 
