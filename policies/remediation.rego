@@ -64,9 +64,15 @@ needs_approval if {
 needs_approval if {
 	allow
 	agent
-	input.action in items(cfg.agents, "approval_actions")
+	input.action in agent_approval_actions
 	not approved
 }
+
+# Data without the list (an older bundle on an OPA server) keeps the shipped
+# one: a missing setting never lets an agent drain unattended.
+agent_approval_actions := cfg.agents.approval_actions if is_array(cfg.agents.approval_actions)
+
+agent_approval_actions := ["cordon-drain", "mark-reboot", "evict-pods"] if not is_array(cfg.agents.approval_actions)
 
 # A human approved this very remediation (the ledger holds the approval; the
 # pipeline passes it in). When data lists approvers, only they count.

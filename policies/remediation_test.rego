@@ -422,3 +422,16 @@ test_agent_in_protected_namespace_denied if {
 	d.allow == false
 	"namespace kube-system is protected" in d.reasons
 }
+
+test_agent_drain_needs_approval_when_data_has_no_agents_section if {
+	d := remediation.decision with input as object.union(drain({}), agent_actor("xid 79"))
+		with data.remediation_config.agents as null
+	d.allow == true
+	d.needs_approval == true
+}
+
+test_agent_approval_actions_follow_the_data if {
+	d := remediation.decision with input as object.union(restart("llm"), agent_actor("r"))
+		with data.remediation_config.agents.approval_actions as ["rollout-restart"]
+	d.needs_approval == true
+}
