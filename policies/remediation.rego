@@ -70,9 +70,9 @@ needs_approval if {
 
 # Data without the list (an older bundle on an OPA server) keeps the shipped
 # one: a missing setting never lets an agent drain unattended.
-agent_approval_actions := cfg.agents.approval_actions if is_array(cfg.agents.approval_actions)
+default agent_approval_actions := ["cordon-drain", "mark-reboot", "evict-pods"]
 
-agent_approval_actions := ["cordon-drain", "mark-reboot", "evict-pods"] if not is_array(cfg.agents.approval_actions)
+agent_approval_actions := cfg.agents.approval_actions if is_array(cfg.agents.approval_actions)
 
 # A human approved this very remediation (the ledger holds the approval; the
 # pipeline passes it in). When data lists approvers, only they count.

@@ -503,7 +503,8 @@ def _requested_by(signal: Signal) -> str:
     if not r:
         return ""
     model = f", model {r['model']}" if r.get("model") else ""
-    return f"; requested by {r.get('kind', 'agent')} {r.get('client', '?')}{model}: {r.get('reason', '')}"
+    return (f"; requested by {r.get('kind', 'agent')} {r.get('client', '?')}{model}: "
+            f"{r.get('reason', '')}")
 
 
 def _describe_results(results: list[StepResult] | None) -> list[str]:

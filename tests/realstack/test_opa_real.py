@@ -92,10 +92,10 @@ def plan(action: str, kind: str, ns: str, params: dict | None = None, verb: str 
 
 
 def inputs(p: Plan, stats: dict | None = None, now: datetime = NOW,
-           approval: dict | None = None) -> dict:
-    return policy_input(p, SIGNAL, actor="t", via="trigger", cluster="",
-                        self_namespace="remediation", dry_run=False, stats=stats or {}, now=now,
-                        approval=approval)
+           approval: dict | None = None, requester: dict | None = None) -> dict:
+    return policy_input(p, SIGNAL, actor="t", via="mcp" if requester else "trigger",
+                        cluster="", self_namespace="remediation", dry_run=False,
+                        stats=stats or {}, now=now, approval=approval, requester=requester)
 
 
 # -- opa test -------------------------------------------------------------------
@@ -199,6 +199,10 @@ RULES: list[tuple[str, str]] = [
     ("freeze-malformed", r"^change freeze .* is not an RFC 3339 time"),
     ("freeze-open", r"^change freeze .* until "),
     ("maintenance-window-only", r" runs only in a maintenance window$"),
+    ("agent-no-reason", r"^an agent's request needs a reason$"),
+    ("agent-rate-limit", r"^agent rate limit: agents requested "),
+    ("agent-client-rate-limit", r"^agent rate limit: \S+ requested "),
+    ("agent-forbidden-action", r"^agents may not request "),
 ]
 
 
@@ -319,10 +323,21 @@ def generate(rng: random.Random) -> dict:
             stats[key] = _number(rng, around if rng.random() < 0.5 else 0)
     approval = rng.choice([None, None, {"approved_by": "alice"}, {"approved_by": "mallory"},
                            {"approved_by": ""}, {"approved_by": 7}])
+    requester = None
+    if rng.random() < 0.3:  # an agent asked, through the MCP door
+        requester = {"kind": "agent", "client": rng.choice(["claude-code", "gemini-cli"]),
+                     "model": rng.choice(["", "m"]),
+                     "reason": rng.choice(["engine hung", "engine hung", "", "  "])}
+        for key, around in (("agent_actions_in_window", 10),
+                            ("agent_client_actions_in_window", 5)):
+            if rng.random() < 0.6:
+                stats[key] = _number(rng, around if rng.random() < 0.6 else 0)
     now = _now(rng)
     p = Plan(rng.choice(["restart-engine", "drain-gpu-node", "scale-engine"]), action, target,
              tuple(steps), key="k", params=freeze(params))
-    doc = inputs(p, stats, now if isinstance(now, datetime) else NOW, approval)
+    doc = inputs(p, stats, now if isinstance(now, datetime) else NOW, approval, requester)
+    if requester is not None and rng.random() < 0.05:  # a reason of the wrong type
+        doc["actor"]["reason"] = rng.choice([None, 7, ["why"]])
     if not isinstance(now, datetime):
         doc["now"] = now
     if not shaped and rng.random() < 0.5:  # a field of the wrong type altogether
@@ -348,6 +363,7 @@ OPERATOR = {"remediation_config": {
         {"start": "2026-11-01T02:00:00Z", "end": "2026-11-01T04:00:00Z"},
         {"start": "2026-11-07T22:00:00-05:00", "end": "2026-11-08T06:00:00-05:00"},
     ],
+    "agents": {"forbidden_actions": ["uncordon"], "max_per_client_per_window": 3},
     "actions": {"rollout-restart": {"approval": True},
                 "uncordon": {"only_in_maintenance_window": True},
                 "scale-out": {"approval": True, "only_in_maintenance_window": True}},
