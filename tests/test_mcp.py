@@ -24,6 +24,7 @@ from remediation.dispatch import handle_event
 from remediation.events.binding import (
     JSON_CONTENT_TYPE,
     SPECVERSION,
+    event_dict,
     new_event,
     validate_attributes,
 )
@@ -436,3 +437,17 @@ def test_remediate_mcp_over_stdio_plans_against_a_snapshot(tmp_path):
     (o,) = data(out)["outcomes"]
     assert o["status"] == "planned" and o["dry_run"] is True
     assert "plan only: facts come from a snapshot" in o["reasons"]
+
+
+def test_an_agent_cannot_approve_even_with_a_signed_approval_event(fleet, settings, door):
+    pipeline, run = door(settings())
+    args = {"alert": payload("10-dcgm-xid79-fell-off-bus"), "reason": "Xid 79"}
+    (o,) = data(run(lambda c: c.call_tool("request_remediation", args)))["outcomes"]
+    key = o["approval"]["id"]
+    signed = event_dict(approval_event(key, "alice"))  # as if the agent held the secret
+    for tool, extra in (("request_remediation", {"reason": "approve"}), ("explain_alert", {})):
+        result = run(lambda c, t=tool, x=extra: c.call_tool(t, {"alert": signed, **x}))
+        assert "unsupported event type" in error_text(result)
+    assert pipeline.ledger.get(key)["status"] == "pending"
+    assert not fleet.get("nodes", NODE)["spec"].get("unschedulable")
+    assert writes(fleet) == []
