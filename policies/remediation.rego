@@ -61,6 +61,20 @@ needs_approval if {
 	not approved
 }
 
+# An agent (through the MCP door) asked: its disruptive actions wait for a human.
+needs_approval if {
+	allow
+	agent
+	input.action in agent_approval_actions
+	not approved
+}
+
+# Data without the list (an older bundle on an OPA server) keeps the shipped
+# one: a missing setting never lets an agent drain unattended.
+default agent_approval_actions := ["cordon-drain", "mark-reboot", "evict-pods"]
+
+agent_approval_actions := cfg.agents.approval_actions if is_array(cfg.agents.approval_actions)
+
 # A human approved this very remediation (the ledger holds the approval; the
 # pipeline passes it in). When data lists approvers, only they count.
 approved if {
@@ -334,6 +348,53 @@ deny contains "evicting pods with local (emptyDir) data needs consent in policy 
 	flag(params, "delete_local_data")
 	count(items(params, "local_data_pods")) > 0
 	not cfg.consent.delete_local_data
+}
+
+# -- agents: who asked, and how often ---------------------------------------
+# The MCP door sets input.actor.kind = "agent" with the client's name, an
+# optional model and the agent's reason; a webhook or event cannot (the
+# pipeline never reads it from an event). Agents are limited on their own
+# counts (stats.agent_*: their requests acted on, in flight or awaiting a
+# human in the window) besides every limit above; a human's approval of the
+# very remediation lifts the agent limits (not the others).
+
+agent if input.actor.kind == "agent"
+
+deny contains "an agent's request needs a reason" if {
+	agent
+	not non_empty_string(input.actor.reason)
+}
+
+non_empty_string(s) if {
+	is_string(s)
+	trim_space(s) != ""
+}
+
+deny contains msg if {
+	agent
+	not approved
+	limit := cfg.agents.max_per_window
+	n := stats.agent_actions_in_window
+	is_number(n)
+	n >= limit
+	msg := sprintf("agent rate limit: agents requested %v action(s) in the window (limit %v)", [n, limit])
+}
+
+deny contains msg if {
+	agent
+	not approved
+	limit := cfg.agents.max_per_client_per_window
+	n := stats.agent_client_actions_in_window
+	is_number(n)
+	n >= limit
+	msg := sprintf("agent rate limit: %v requested %v action(s) in the window (limit %v)", [input.actor.client, n, limit])
+}
+
+deny contains msg if {
+	agent
+	some action in items(cfg.agents, "forbidden_actions")
+	input.action == action
+	msg := sprintf("agents may not request %v", [action])
 }
 
 # -- when: change freezes and maintenance windows -----------------------------

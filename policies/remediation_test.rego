@@ -451,3 +451,100 @@ test_restart_of_a_missing_workload_denied if {
 	d.allow == false
 	"Deployment/llm/vllm: not found in the cluster" in d.reasons
 }
+
+# -- agents (the MCP door) ---------------------------------------------------
+
+agent_actor(reason) := {"actor": {"name": "inference-remediation", "via": "mcp", "kind": "agent", "client": "claude-code", "model": "m", "reason": reason}}
+
+test_agent_restart_allowed_without_approval if {
+	d := remediation.decision with input as object.union(restart("llm"), agent_actor("engine hung"))
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_agent_drain_needs_approval if {
+	d := remediation.decision with input as object.union(drain({}), agent_actor("xid 79"))
+	d.allow == true
+	d.needs_approval == true
+}
+
+test_alert_drain_needs_no_approval if {
+	d := remediation.decision with input as drain({})
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_agent_drain_approved_by_a_human_proceeds if {
+	d := remediation.decision with input as object.union(object.union(drain({}), agent_actor("xid 79")), {"approval": {"approved_by": "alice"}})
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_agent_evict_pods_and_mark_reboot_need_approval if {
+	every action in ["evict-pods", "mark-reboot"] {
+		d := remediation.decision with input as object.union(object.union(drain({}), agent_actor("r")), {"action": action, "plan": {"steps": [step("evict", "Pod", "llm", "p")], "params": {}}})
+		d.allow == true
+		d.needs_approval == true
+	}
+}
+
+test_agent_without_reason_denied if {
+	every reason in ["", "   ", null, 3] {
+		d := remediation.decision with input as object.union(restart("llm"), agent_actor(reason))
+		d.allow == false
+		"an agent's request needs a reason" in d.reasons
+	}
+}
+
+test_agent_rate_limit_on_agents_counts if {
+	d := remediation.decision with input as object.union(object.union(restart("llm"), agent_actor("r")), {"stats": {"agent_actions_in_window": 10}})
+	d.allow == false
+	"agent rate limit: agents requested 10 action(s) in the window (limit 10)" in d.reasons
+}
+
+test_agent_rate_limit_per_client if {
+	d := remediation.decision with input as object.union(object.union(restart("llm"), agent_actor("r")), {"stats": {"agent_client_actions_in_window": 5}})
+	d.allow == false
+	"agent rate limit: claude-code requested 5 action(s) in the window (limit 5)" in d.reasons
+}
+
+test_agent_counts_do_not_limit_alerts if {
+	d := remediation.decision with input as object.union(restart("llm"), {"stats": {"agent_actions_in_window": 99, "agent_client_actions_in_window": 99}})
+	d.allow == true
+}
+
+test_agent_below_limits_allowed if {
+	d := remediation.decision with input as object.union(object.union(restart("llm"), agent_actor("r")), {"stats": {"agent_actions_in_window": 9, "agent_client_actions_in_window": 4}})
+	d.allow == true
+}
+
+test_human_approval_lifts_agent_limits if {
+	d := remediation.decision with input as object.union(object.union(drain({}), agent_actor("r")), {"stats": {"agent_actions_in_window": 10}, "approval": {"approved_by": "alice"}})
+	d.allow == true
+}
+
+test_agent_forbidden_action_denied if {
+	d := remediation.decision with input as object.union(restart("llm"), agent_actor("r"))
+		with data.remediation_config.agents.forbidden_actions as ["rollout-restart"]
+	d.allow == false
+	"agents may not request rollout-restart" in d.reasons
+}
+
+test_agent_in_protected_namespace_denied if {
+	d := remediation.decision with input as object.union(restart("kube-system"), agent_actor("r"))
+	d.allow == false
+	"namespace kube-system is protected" in d.reasons
+}
+
+test_agent_drain_needs_approval_when_data_has_no_agents_section if {
+	d := remediation.decision with input as object.union(drain({}), agent_actor("xid 79"))
+		with data.remediation_config.agents as null
+	d.allow == true
+	d.needs_approval == true
+}
+
+test_agent_approval_actions_follow_the_data if {
+	d := remediation.decision with input as object.union(restart("llm"), agent_actor("r"))
+		with data.remediation_config.agents.approval_actions as ["rollout-restart"]
+	d.needs_approval == true
+}

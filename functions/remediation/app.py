@@ -19,6 +19,9 @@ Routes:
 - ``POST /webhooks/splunk/<token>``: Splunk cannot send headers, so the
   secret rides in the URL path (never the query string, which proxies log).
 - ``GET /health/liveness``, ``/health/readiness``.
+- ``/mcp``: the MCP server for AI agents (streamable HTTP), only when
+  ``REMEDIATION_MCP_HTTP`` is on, behind the bearer token
+  ``REMEDIATION_MCP_TOKEN`` (see ``mcp_server``).
 
 - ``GET /metrics``: counters in the Prometheus text format.
 
@@ -430,4 +433,39 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
 
     app.extensions["remediation.pipeline"] = pipeline
     app.extensions["remediation.counters"] = counters
+    if settings.mcp.http:
+        _mount_mcp(app, settings, pipeline)
     return app
+
+
+def _mount_mcp(app: Flask, settings: Settings, pipeline: Pipeline) -> None:
+    """Streamable HTTP for AI agents at ``/mcp`` (``REMEDIATION_MCP_HTTP``),
+    behind ``REMEDIATION_MCP_TOKEN`` as a bearer token: without a token it is
+    not served at all (fail closed); a missing or wrong one gets 401 before
+    the MCP server sees the request."""
+    token = settings.mcp.token.reveal()
+    if not token:
+        log.error("REMEDIATION_MCP_HTTP is on but REMEDIATION_MCP_TOKEN is empty: /mcp is "
+                  "not served")
+        return
+    from .mcp_server import http_wsgi_app
+
+    mcp_app = http_wsgi_app(pipeline, max_body_bytes=settings.http.max_body_bytes)
+    flask_app = app.wsgi_app
+    app.extensions["remediation.mcp"] = mcp_app
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path != "/mcp" and not path.startswith("/mcp/"):
+            return flask_app(environ, start_response)
+        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not _same(given.strip(), token):
+            body = json.dumps({"error": "unauthorized",
+                               "message": "a valid bearer token is required"}).encode()
+            start_response("401 Unauthorized", [("Content-Type", "application/json"),
+                                                ("Content-Length", str(len(body))),
+                                                ("WWW-Authenticate", "Bearer")])
+            return [body]
+        return mcp_app(environ, start_response)
+
+    app.wsgi_app = dispatch  # type: ignore[method-assign]

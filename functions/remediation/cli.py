@@ -11,6 +11,7 @@
     remediate pending [--json]
     remediate gameday SCENARIO...
     remediate approve ID [--by NAME] [--kubeconfig FILE | --send URL [--function F]] [--json]
+    remediate mcp [--cluster SNAPSHOT] [--kubeconfig FILE] [--apply]
 
 Replay detects each file's shape: an Alertmanager webhook payload, a Splunk
 webhook payload, a structured CloudEvent, or a JSON array of any of them
@@ -442,6 +443,38 @@ def sweep_forever(pipeline: Any, every: float, stop: Any) -> None:
             log.warning("sweep failed: %s: %s", type(exc).__name__, exc)
 
 
+def gameday_plan_only(doc: Any, base_dir: Path) -> dict[str, Any]:
+    """One scenario document on the snapshot stand (its own ledger, plan only):
+    what the MCP door's run_gameday runs. ``InvalidInput`` for a bad scenario."""
+    from .gameday import SnapshotStand, parse_scenario, run_scenario
+
+    scenario = parse_scenario(doc, base_dir=base_dir, where="scenario")
+    stand = SnapshotStand()
+    try:
+        return run_scenario(scenario, stand).as_dict()
+    finally:
+        stand.close()
+
+
+def serve_mcp(settings: Settings, *, err: TextIO) -> int:
+    """The MCP server over stdio (stdout carries the protocol: logs go to stderr)."""
+    from .runtime import build_pipeline, close_pipeline
+
+    _ledger_note(settings, err)
+    try:
+        pipeline = build_pipeline(settings)
+    except RemediationError as exc:
+        err.write(f"remediate: cannot start: {exc}\n")
+        return EXIT_INVALID
+    try:
+        from .mcp_server import serve_stdio
+
+        serve_stdio(pipeline, gameday=gameday_plan_only)
+    finally:
+        close_pipeline(pipeline)
+    return EXIT_OK
+
+
 def _exit_for(outcome: Outcome) -> int:
     if outcome.status is Status.REJECTED:
         return EXIT_INVALID
@@ -553,6 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "the signature binds the approval to")
     ap.add_argument("--kubeconfig", metavar="FILE", help="act on this cluster")
     ap.add_argument("--json", action="store_true")
+    mc = sub.add_parser("mcp", help="serve the MCP server for AI agents over stdio")
+    mc.add_argument("--cluster", metavar="SNAPSHOT", help="plan against a snapshot file")
+    mc.add_argument("--kubeconfig", metavar="FILE", help="plan (and apply) against a cluster")
+    mc.add_argument("--apply", action="store_true", help="apply allowed plans (default: dry run)")
     args = parser.parse_args(argv)
     # Everything printed, logs included, shows control characters escaped:
     # stored events must not drive the operator's terminal (issue 15)
@@ -578,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       out=stdout, err=stderr)
     if args.command == "demo":
         return demo(stdout, stderr)
+    if args.command == "mcp":
+        return serve_mcp(_settings_for_replay(args), err=stderr)
     if args.command == "gameday":
         from .gameday import main as gameday_main
 

@@ -20,6 +20,11 @@ from collections.abc import Mapping
 #: CloudEvent type prefix owned by this project (reverse DNS, versioned types).
 TYPE_PREFIX = "io.inferenceremediation"
 
+#: Event ids of signals an agent submitted (through the MCP door) start with
+#: this, then the client's name and "/": the ledger keeps event ids, so the
+#: agents' own counts (policy input ``stats.agent_*``) are read from it.
+AGENT_EVENT_PREFIX = "agent/"
+
 #: Incoming signal types (what adapters emit and Triggers route on).
 TYPE_ALERT_FIRING = f"{TYPE_PREFIX}.alert.firing.v1"
 TYPE_ALERT_RESOLVED = f"{TYPE_PREFIX}.alert.resolved.v1"
@@ -119,6 +124,12 @@ class Signal:
     tracestate: str = ""
     time: str = ""
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: who asked for this besides an alert, set only by a door that knows
+    #: (the MCP server: ``{"kind": "agent", "client", "model", "reason"}``);
+    #: never read from an event, so a sender cannot claim to be someone. Kept
+    #: with the signal while it awaits approval, so the approved run and its
+    #: outcome still say an agent asked.
+    requester: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @cached_property
     def incident(self) -> str:
@@ -144,6 +155,7 @@ class Signal:
             "fingerprint": self.fingerprint, "cluster": self.cluster, "origin": self.origin,
             "traceparent": self.traceparent, "tracestate": self.tracestate, "time": self.time,
             "data": thaw(self.data),
+            **({"requester": dict(self.requester)} if self.requester else {}),
         }
 
     @classmethod
@@ -166,7 +178,8 @@ class Signal:
                    starts_at=text("starts_at"), fingerprint=text("fingerprint"),
                    cluster=text("cluster"), origin=text("origin") or "cloudevent",
                    traceparent=text("traceparent"), tracestate=text("tracestate"),
-                   time=text("time"), data=freeze(data if isinstance(data, Mapping) else {}))
+                   time=text("time"), data=freeze(data if isinstance(data, Mapping) else {}),
+                   requester=strings("requester"))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -323,6 +336,8 @@ class Outcome:
     approval: Mapping[str, Any] | None = None
     #: after ``applied``: {"result": "succeeded"|"failed", "detail", "seconds"}
     verification: Mapping[str, Any] | None = None
+    #: the signal's requester (an agent), when one asked: see Signal.requester
+    requester: Mapping[str, str] | None = None
 
     @property
     def actions(self) -> list[dict[str, str]]:
@@ -348,4 +363,5 @@ class Outcome:
             "retryable": self.retryable,
             **({"approval": thaw(self.approval)} if self.approval else {}),
             **({"verification": thaw(self.verification)} if self.verification else {}),
+            **({"requested_by": thaw(self.requester)} if self.requester else {}),
         }

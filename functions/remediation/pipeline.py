@@ -37,8 +37,8 @@ from .executor import ClusterAccess, PartialExecution, StepResult, execute
 from .guard.ledger import TAKEN, ClaimResult, Ledger
 from .guard.policy import PolicyEngine, decide
 from .guard.targets import target_facts
-from .model import (TYPE_SPLUNK_RESULT, Decision, NoPlan, Outcome, Plan, Signal, Status,
-                    stable_digest)
+from .model import (AGENT_EVENT_PREFIX, TYPE_SPLUNK_RESULT, Decision, NoPlan, Outcome, Plan, Signal,
+                    Status, stable_digest)
 from .routing import REMEDIATION_LABEL, Routes
 from .settings import Settings
 
@@ -60,6 +60,17 @@ REPLY_VIAS = frozenset({"trigger", "approval-event"})
 TARGET_TAKEN = frozenset({Status.APPLIED, Status.PARTIAL, Status.PLANNED, Status.PENDING})
 #: final statuses of a key that a redelivery can only duplicate
 ACTED = frozenset({"applied", "partial", "planned"})
+#: an agent's requests that count toward the agents' own limits: acted on, in
+#: flight, or parked for a human (flooding the approval queue is a storm too)
+AGENT_COUNTED = ("claimed", "applied", "partial", "pending", "approved")
+#: newest ledger records read for those counts; the cluster-wide limit keeps
+#: a window's actions well below it
+AGENT_HISTORY_LIMIT = 1000
+
+
+def agent_prefix(requester: Mapping[str, str]) -> str:
+    """The event-id prefix of one agent client's signals (see AGENT_EVENT_PREFIX)."""
+    return f"{AGENT_EVENT_PREFIX}{requester.get('client') or 'unknown'}/"
 
 
 def default_holder() -> str:
@@ -102,7 +113,7 @@ class Pipeline:
             plan=plan, reasons=reasons + tuple(_describe_results(results)),
             decision=decision, dry_run=dry_run, traceparent=signal.traceparent,
             tracestate=signal.tracestate, retryable=retryable, approval=approval,
-            verification=verification)
+            verification=verification, requester=signal.requester or None)
 
     def _history(self, target: str, window: float) -> list[dict[str, Any]]:
         """What planners see of the ledger: actions taken or in flight on
@@ -111,6 +122,26 @@ class Pipeline:
         since = self.clock() - window
         return [r for r in self.ledger.history(target=target, statuses=TAKEN)
                 if r["updated_at"] >= since]
+
+    def stats(self, signal: Signal, plan: Plan) -> dict[str, Any]:
+        """The ledger counts the policy sees for ``plan`` (itself excluded);
+        for an agent's signal also the agents' own: every agent's requests,
+        and this client's, taken, in flight or awaiting approval in the
+        window (read from the agent event-id prefix the ledger keeps)."""
+        now = self.clock()
+        stats: dict[str, Any] = dict(self.ledger.stats(
+            plan, now=now, window=STATS_WINDOW_SECONDS, exclude_key=plan.key))
+        if signal.requester.get("kind") == "agent":
+            since, mine = now - STATS_WINDOW_SECONDS, agent_prefix(signal.requester)
+            agents = [r for r in self.ledger.history(statuses=AGENT_COUNTED,
+                                                     limit=AGENT_HISTORY_LIMIT)
+                      if str(r.get("event_id", "")).startswith(AGENT_EVENT_PREFIX)
+                      and r["key"] != plan.key and r["updated_at"] >= since
+                      and (r["status"] != "pending" or float(r.get("expires_at") or 0) >= now)]
+            stats["agent_actions_in_window"] = len(agents)
+            stats["agent_client_actions_in_window"] = sum(
+                str(r["event_id"]).startswith(mine) for r in agents)
+        return stats
 
     def _batch_history(self, memo: dict[Any, Any]) -> Callable[[str, float],
                                                                 list[dict[str, Any]]]:
@@ -141,6 +172,27 @@ class Pipeline:
                facts_memo: dict[Any, Any] | None = None) -> Outcome:
         """Handle one signal. ``facts_memo``: shared by the signals of one batch
         so cluster facts are read once per batch, not once per alert."""
+        planned = self.plan(signal, requested=requested, facts_memo=facts_memo, via=via)
+        if isinstance(planned, Outcome):
+            return planned
+        cluster = self.settings.cluster
+        outcome = self._run(signal, planned, via=via, cluster=cluster, batch=facts_memo)
+        if facts_memo is not None and outcome.status is not Status.DUPLICATE:
+            for key in [k for k in facts_memo if isinstance(k, tuple) and k[0] == "history"]:
+                del facts_memo[key]  # the ledger may have changed: read it again
+            if outcome.status in TARGET_TAKEN and self.settings.ledger.target_window > 0:
+                facts_memo[("target", str(planned.target), planned.action)] = (
+                    planned.key, outcome.status.value, self.clock())
+        return outcome
+
+    def plan(self, signal: Signal, *, requested: str = "",
+             facts_memo: dict[Any, Any] | None = None, via: str = "trigger",
+             schedule: bool = True) -> Plan | Outcome:
+        """Route and plan ``signal`` (reads only: cluster facts and ledger
+        history): the Plan, or the Outcome that ends the path before any claim
+        (no route, not served, resolved, nothing to do, bad input, retry).
+        ``schedule=False``: work that is not due yet is answered ``scheduled``
+        without a ledger record (an explanation writes nothing)."""
         served_clusters = self.settings.served_clusters
         if signal.cluster and served_clusters and signal.cluster not in served_clusters:
             # never plan one cluster's alert against another cluster's objects
@@ -191,6 +243,9 @@ class Pipeline:
                 if via == "sweep":  # not due after all: the record stays for the next sweep
                     return self._outcome(signal, Status.RETRY, function, reasons=planned.reasons,
                                          target=planned.target, retryable=True)
+                if not schedule:
+                    return self._outcome(signal, Status.SCHEDULED, function,
+                                         reasons=planned.reasons, target=planned.target)
                 return self._schedule(signal, function, planned)
             if planned.retry_after:
                 return self._outcome(signal, Status.RETRY, function, reasons=planned.reasons,
@@ -200,14 +255,7 @@ class Pipeline:
                                      target=planned.target)
             return self._outcome(signal, Status.SKIPPED, function, reasons=planned.reasons,
                                  target=planned.target)
-        outcome = self._run(signal, planned, via=via, cluster=cluster, batch=facts_memo)
-        if facts_memo is not None and outcome.status is not Status.DUPLICATE:
-            for key in [k for k in facts_memo if isinstance(k, tuple) and k[0] == "history"]:
-                del facts_memo[key]  # the ledger may have changed: read it again
-            if outcome.status in TARGET_TAKEN and self.settings.ledger.target_window > 0:
-                facts_memo[("target", str(planned.target), planned.action)] = (
-                    planned.key, outcome.status.value, self.clock())
-        return outcome
+        return planned
 
     def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
              batch: dict[Any, Any] | None = None) -> Outcome:
@@ -343,8 +391,7 @@ class Pipeline:
 
     def _claimed(self, signal: Signal, plan: Plan, claim: ClaimResult, *, via: str,
                  cluster: str, dry_run: bool) -> Outcome:
-        stats = self.ledger.stats(plan, now=self.clock(), window=STATS_WINDOW_SECONDS,
-                                  exclude_key=plan.key)
+        stats = self.stats(signal, plan)
         approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
             facts = target_facts(plan, self.cluster.facts(cluster))
@@ -487,7 +534,8 @@ class Pipeline:
                 writer.record_event(
                     plan.target, reason="RemediationApplied",
                     message=(f"{fn}: {plan.action} for {signal.name or 'alert'} "
-                             f"(event {signal.event_id}, incident {signal.incident})")[:1000])
+                             f"(event {signal.event_id}, incident {signal.incident})"
+                             + _requested_by(signal))[:1000])
             extra = ("server-side dry run accepted",) if dry_run else ()
             applied = self._final(signal, plan, Status.PLANNED if dry_run else Status.APPLIED,
                                   dry_run=dry_run, decision=decision,
@@ -558,6 +606,15 @@ def _iso(ts: float) -> str:
 def _approval_info(rec: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": rec.get("key", ""), "expires_at": _iso(float(rec.get("expires_at") or 0)),
             "approve": f"remediate approve {rec.get('key', '')}"}
+
+
+def _requested_by(signal: Signal) -> str:
+    r = signal.requester
+    if not r:
+        return ""
+    model = f", model {r['model']}" if r.get("model") else ""
+    return (f"; requested by {r.get('kind', 'agent')} {r.get('client', '?')}{model}: "
+            f"{r.get('reason', '')}")
 
 
 def _describe_results(results: list[StepResult] | None) -> list[str]:

@@ -167,6 +167,16 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class MCPSettings:
+    """The door for AI agents (``remediate mcp``, and ``/mcp`` on the HTTP app)."""
+
+    http: bool = False  # serve streamable HTTP at /mcp on the HTTP app (needs a token)
+    token: Secret = field(default_factory=lambda: Secret(""))  # bearer token for /mcp
+    disabled_tools: tuple[str, ...] = ()  # tools refused when called (and not listed)
+    read_only: bool = False  # refuse every tool that can act (request_remediation)
+
+
+@dataclass(frozen=True)
 class Settings:
     dry_run: bool = True
     actor: str = "inference-remediation"
@@ -184,6 +194,7 @@ class Settings:
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    mcp: MCPSettings = field(default_factory=MCPSettings)
 
     @property
     def served_clusters(self) -> tuple[str, ...]:
@@ -197,7 +208,8 @@ class Settings:
                    "SPLUNK_WEBHOOK_TOKEN": self.http.splunk_token,
                    "REMEDIATION_APPROVAL_SECRET": self.approval.secret,
                    "REMEDIATION_EVENT_HMAC_KEY": self.sender_auth.hmac_key,
-                   "OPA_TOKEN": self.policy.opa_token}
+                   "OPA_TOKEN": self.policy.opa_token,
+                   "REMEDIATION_MCP_TOKEN": self.mcp.token}
         return [name for name, secret in secrets.items()
                 if secret.reveal().strip().upper().startswith(PLACEHOLDER_PREFIX)]
 
@@ -288,5 +300,13 @@ class Settings:
             verify=VerifySettings(
                 deadline=_float(g("REMEDIATION_VERIFY_DEADLINE"), 120.0),
                 interval=_float(g("REMEDIATION_VERIFY_INTERVAL"), 2.0),
+            ),
+            mcp=MCPSettings(
+                http=_bool(g("REMEDIATION_MCP_HTTP"), False),
+                token=Secret(g("REMEDIATION_MCP_TOKEN", "")),
+                disabled_tools=tuple(t.strip() for t in
+                                     g("REMEDIATION_MCP_DISABLED_TOOLS", "").split(",")
+                                     if t.strip()),
+                read_only=_bool(g("REMEDIATION_MCP_READ_ONLY"), False),
             ),
         )

@@ -109,10 +109,11 @@ def healthy_facts(p: Plan) -> dict:
 
 
 def inputs(p: Plan, stats: dict | None = None, now: datetime = NOW,
-           approval: dict | None = None) -> dict:
-    return policy_input(p, SIGNAL, actor="t", via="trigger", cluster="",
-                        self_namespace="remediation", dry_run=False, stats=stats or {}, now=now,
-                        approval=approval, facts=healthy_facts(p))
+           approval: dict | None = None, requester: dict | None = None) -> dict:
+    return policy_input(p, SIGNAL, actor="t", via="mcp" if requester else "trigger",
+                        cluster="", self_namespace="remediation", dry_run=False,
+                        stats=stats or {}, now=now, approval=approval, requester=requester,
+                        facts=healthy_facts(p))
 
 
 # -- opa test -------------------------------------------------------------------
@@ -224,6 +225,10 @@ RULES: list[tuple[str, str]] = [
     ("restart-without-facts", r"^restart of an unknown workload: no facts from the cluster$"),
     ("workload-not-found", r": not found in the cluster$"),
     ("not-an-inference-engine", r" is not an inference engine "),
+    ("agent-no-reason", r"^an agent's request needs a reason$"),
+    ("agent-rate-limit", r"^agent rate limit: agents requested "),
+    ("agent-client-rate-limit", r"^agent rate limit: \S+ requested "),
+    ("agent-forbidden-action", r"^agents may not request "),
 ]
 
 
@@ -388,10 +393,21 @@ def generate(rng: random.Random) -> dict:
             stats[key] = _number(rng, around if rng.random() < 0.5 else 0)
     approval = rng.choice([None, None, {"approved_by": "alice"}, {"approved_by": "mallory"},
                            {"approved_by": ""}, {"approved_by": 7}])
+    requester = None
+    if rng.random() < 0.3:  # an agent asked, through the MCP door
+        requester = {"kind": "agent", "client": rng.choice(["claude-code", "gemini-cli"]),
+                     "model": rng.choice(["", "m"]),
+                     "reason": rng.choice(["engine hung", "engine hung", "", "  "])}
+        for key, around in (("agent_actions_in_window", 10),
+                            ("agent_client_actions_in_window", 5)):
+            if rng.random() < 0.6:
+                stats[key] = _number(rng, around if rng.random() < 0.6 else 0)
     now = _now(rng)
     p = Plan(rng.choice(["restart-engine", "drain-gpu-node", "scale-engine"]), action, target,
              tuple(steps), key="k", params=freeze(params))
-    doc = inputs(p, stats, now if isinstance(now, datetime) else NOW, approval)
+    doc = inputs(p, stats, now if isinstance(now, datetime) else NOW, approval, requester)
+    if requester is not None and rng.random() < 0.05:  # a reason of the wrong type
+        doc["actor"]["reason"] = rng.choice([None, 7, ["why"]])
     doc["facts"] = _facts(rng, p)
     if not isinstance(now, datetime):
         doc["now"] = now
@@ -418,6 +434,7 @@ OPERATOR = {"remediation_config": {
         {"start": "2026-11-01T02:00:00Z", "end": "2026-11-01T04:00:00Z"},
         {"start": "2026-11-07T22:00:00-05:00", "end": "2026-11-08T06:00:00-05:00"},
     ],
+    "agents": {"forbidden_actions": ["uncordon"], "max_per_client_per_window": 3},
     "actions": {"rollout-restart": {"approval": True},
                 "uncordon": {"only_in_maintenance_window": True},
                 "scale-out": {"approval": True, "only_in_maintenance_window": True}},

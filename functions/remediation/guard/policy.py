@@ -28,7 +28,12 @@ class PolicyEngine(Protocol):
 def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: str,
                  self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
                  now: datetime, approval: Mapping[str, Any] | None = None,
-                 facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 facts: Mapping[str, Any] | None = None,
+                 requester: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``facts``: the touched objects as the cluster has them (guard.targets).
+    ``requester``: who asked besides an alert (an agent, through the MCP
+    door): its fields join ``actor`` (``kind: "agent"``, ``client``, ``model``,
+    ``reason``) so the policy can hold agents to rules of their own."""
     namespaces = {s.namespace for s in plan.steps if s.namespace}
     if plan.target.namespace:
         namespaces.add(plan.target.namespace)
@@ -40,7 +45,7 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
         "namespaces": sorted(namespaces),
         "kinds": sorted({s.kind for s in plan.steps}),
         "event": signal.as_dict(),
-        "actor": {"name": actor, "via": via},
+        "actor": {**dict(requester or {}), "name": actor, "via": via},
         "cluster": cluster,
         "self_namespace": self_namespace,
         "dry_run": dry_run,
@@ -73,5 +78,6 @@ def decide(engine: PolicyEngine, plan: Plan, signal: Signal, *, actor: str, via:
            facts: Mapping[str, Any] | None = None) -> Decision:
     doc = engine.evaluate(policy_input(plan, signal, actor=actor, via=via, cluster=cluster,
                                        self_namespace=self_namespace, dry_run=dry_run,
-                                       stats=stats, now=now, approval=approval, facts=facts))
+                                       stats=stats, now=now, approval=approval, facts=facts,
+                                       requester=signal.requester))
     return decision_from_document(doc)
