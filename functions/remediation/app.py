@@ -22,8 +22,8 @@ import hmac
 import json
 import logging
 import os
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, request
 

@@ -4,14 +4,16 @@ CloudEvents to the Broker instead of handling them in-process."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from cloudevents.core.v1.event import CloudEvent
 from flask import Response
 
 from .clients.sink import send_all
 from .settings import HTTPSettings
 
 
-def forward_events(events: list, http: HTTPSettings) -> Response:
+def forward_events(events: Sequence[CloudEvent], http: HTTPSettings) -> Response:
     deliveries = send_all(http.sink, events, timeout=http.sink_timeout)
     failed = [d for d in deliveries if not d.ok]
     body = {"received": len(events), "forwarded": len(deliveries) - len(failed),

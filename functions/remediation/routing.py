@@ -7,12 +7,12 @@ from :func:`load_routes`, which reads that file once at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from collections.abc import Mapping
 
 from .errors import InvalidInput
 from .model import TYPE_SPLUNK_RESULT, Signal, freeze
@@ -25,7 +25,7 @@ class Routes:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "Routes":
+    def from_mapping(cls, data: Mapping[str, Any]) -> Routes:
         if not isinstance(data, Mapping):
             raise InvalidInput("routes must be a mapping", "routes")
         parts: dict[str, Any] = {}

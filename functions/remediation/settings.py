@@ -7,8 +7,8 @@ Secrets are held as :class:`Secret`, whose repr never shows the value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 class Secret:
@@ -137,7 +137,7 @@ class Settings:
     verify: VerifySettings = field(default_factory=VerifySettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         g = env.get
         return cls(
             dry_run=_bool(g("REMEDIATION_DRY_RUN"), True),

@@ -190,7 +190,7 @@ def alertmanager_to_events(payload: Mapping[str, Any], *, routes: Routes | None 
 
         attributes: dict[str, Any] = {
             "specversion": SPECVERSION,
-            "id": alert_event_id(fingerprint, starts_at, status, labels),
+            "id": alert_event_id(fingerprint, starts_at, str(status), labels),
             "source": source,
             "type": event_type,
             "datacontenttype": JSON_CONTENT_TYPE,
