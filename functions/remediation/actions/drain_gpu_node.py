@@ -233,9 +233,9 @@ def _restart_app(ctx: PlanContext, node_name: str, xid: int, facts_params: dict[
         pod = workloads[candidates[0]]
     labels = {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]}
     inner = PlanContext(dataclasses.replace(s, labels=freeze(labels)), ctx.facts, ctx.now,
-                        freeze({"mode": ctx.options.get("restart_mode", "rollout"),
-                                "escalation": False}), ctx.history)
-    planned = plan_workload_restart(inner, function=NAME)
+                        freeze({"mode": ctx.options.get("restart_mode", "rollout")}),
+                        ctx.history)
+    planned = plan_workload_restart(inner, function=NAME)  # no escalation ladder here
     if isinstance(planned, NoPlan):
         return NoPlan(NAME, planned.reasons, planned.target, already_done=planned.already_done)
     return Plan(NAME, planned.action, planned.target, planned.steps,
