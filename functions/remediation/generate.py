@@ -199,7 +199,8 @@ def _flow(items: tuple[str, ...]) -> str:
 
 
 def _rules_yaml(rules: tuple[Rule, ...]) -> str:
-    return "".join(f"  - apiGroups: {_flow(r.api_groups)}\n"
+    return "".join("".join(f"  # {line}\n" for line in _wrap(r.why, 74))
+                   + f"  - apiGroups: {_flow(r.api_groups)}\n"
                    f"    resources: {_flow(r.resources)}\n"
                    f"    verbs: {_flow(r.verbs)}\n" for r in rules)
 

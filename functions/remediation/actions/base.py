@@ -96,6 +96,7 @@ class Rule:
     api_groups: tuple[str, ...]
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
+    why: str = ""  # a comment above it in the generated manifest
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"apiGroups": list(self.api_groups), "resources": list(self.resources),

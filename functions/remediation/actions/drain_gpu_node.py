@@ -386,14 +386,20 @@ REMEDIATION = Remediation(
             ("modelName",), ("exported_namespace", "namespace"), ("exported_pod", "pod")),
     rbac=(
         Rule(("",), ("nodes",), ("get", "list", "patch")),
-        Rule(("",), ("pods",), ("get", "list")),
+        Rule(("",), ("pods",), ("get", "list", "delete"),
+             why="delete: an application Xid's restart in delete-pod mode"),
         Rule(("",), ("pods/eviction",), ("create",)),
+        Rule(("apps",), ("replicasets",), ("get", "list"),
+             why="Application Xids (13, 31, 43, 45, 68) restart the GPU pod's workload as "
+                 "restart-engine does (the realstack tier's RBAC test found this missing)."),
+        Rule(("apps",), ("deployments", "statefulsets"), ("get", "list", "patch")),
         Rule(("policy",), ("poddisruptionbudgets",), ("get", "list")),
         Rule(("",), ("events",), ("create",)),
     ),
     vault=VaultRole(rules=(
         Rule(("",), ("nodes",), ("get", "list", "patch")),
-        Rule(("",), ("pods",), ("list",)),
+        Rule(("",), ("pods",), ("list", "delete")),
+        Rule(("apps",), ("deployments", "statefulsets"), ("get", "patch")),
         Rule(("",), ("pods/eviction",), ("create",)),
         Rule(("",), ("events",), ("create",)),
     ), role_type="ClusterRole", namespaces=("remediation",)),
