@@ -18,17 +18,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/remediate demo
 
-## test: layer contracts, Rego unit tests, the whole pytest suite: the fast
-## tier (doubles) and the realstack tier (real components, built when missing)
-test: $(STAMP) realstack
+## lint: ruff, mypy (strict on functions/), layer contracts
+lint: $(STAMP)
+	$(BIN)/ruff check functions tests bench
+	$(BIN)/mypy
 	$(BIN)/lint-imports --config .importlinter
+
+## test: lint, Rego unit tests, the whole pytest suite: the fast tier
+## (doubles) and the realstack tier (real components, built when missing)
+test: lint realstack
 	$(BIN)/remediate policy test
 	$(BIN)/python -m pytest; code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
 
-## test-fast: the fast tier alone (no real components), for quick local loops
-test-fast: $(STAMP)
-	$(BIN)/lint-imports --config .importlinter
+## test-fast: lint and the fast tier alone (no real components), for quick local loops
+test-fast: lint
 	$(BIN)/remediate policy test
 	$(BIN)/python -m pytest -m "not realstack"; code=$$?; \
 	  if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code

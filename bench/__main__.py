@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
 
 from remediation.cli import demo_dir  # noqa: E402
 from remediation.events.alertmanager import alertmanager_to_events  # noqa: E402
@@ -278,19 +280,19 @@ def bench_cold_start() -> dict[str, float]:
 
 
 def bench_policy(n: int = 2000) -> dict[str, float]:
-    from datetime import datetime, timezone
+    from datetime import datetime
     from types import MappingProxyType
 
     from remediation.clients.rego import EmbeddedPolicyEngine
     from remediation.guard.policy import policy_input
-    from remediation.model import ObjectRef, Plan, Signal, Step, TYPE_ALERT_FIRING
+    from remediation.model import TYPE_ALERT_FIRING, ObjectRef, Plan, Signal, Step
 
     plan = Plan("restart-engine", "rollout-restart", ObjectRef("Deployment", "llm", "v"),
                 (Step("patch", "Deployment", "llm", "v", "why"),), key="k")
     sig = Signal(event_id="e", source="/s", type=TYPE_ALERT_FIRING, status="firing",
                  name="VLLMEngineHung", labels=MappingProxyType({"namespace": "llm"}))
     doc = policy_input(plan, sig, actor="a", via="trigger", cluster="", self_namespace="r",
-                       dry_run=False, stats={}, now=datetime.now(timezone.utc))
+                       dry_run=False, stats={}, now=datetime.now(UTC))
     engine = EmbeddedPolicyEngine()
 
     def timed(fn: Any) -> list[float]:
@@ -344,13 +346,16 @@ def main() -> int:
     full1 = next(r for r in http if r["case"] == "full plan+apply" and r["conc"] == 1)
     targets = [
         ("deny path >= 70% of ceiling (1 conn / 16 conns)",
-         f"{deny1['ratio']:.0%} / {deny16['ratio']:.0%}", min(deny1["ratio"], deny16["ratio"]) >= .7),
+         f"{deny1['ratio']:.0%} / {deny16['ratio']:.0%}",
+         min(deny1["ratio"], deny16["ratio"]) >= .7),
         ("full path >= 50% of ceiling (1 / 16)", f"{full1['ratio']:.0%} / {full16['ratio']:.0%}",
          min(full1["ratio"], full16["ratio"]) >= .5),
         ("deny p99 < 10 ms at 16 conns", f"{deny16['p99_ms']:.1f} ms", deny16["p99_ms"] < 10),
         ("storm answered < 2 s", f"{storm['answer_s']:.2f} s", storm["answer_s"] < 2),
-        ("storm peak memory < 200 MB", f"{storm['peak_rss_mb']:.1f} MB", storm["peak_rss_mb"] < 200),
-        ("one action per distinct target", f"{storm['actions']} actions / {storm['targets']} targets",
+        ("storm peak memory < 200 MB", f"{storm['peak_rss_mb']:.1f} MB",
+         storm["peak_rss_mb"] < 200),
+        ("one action per distinct target",
+         f"{storm['actions']} actions / {storm['targets']} targets",
          storm["actions"] == storm["targets"] == storm["distinct_patched"]),
         ("ready < 0.5 s", f"{cold['ready_s']:.2f} s (no-op app {cold['noop_ready_s']:.2f} s)",
          cold["ready_s"] < .5),

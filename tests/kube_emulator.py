@@ -1188,7 +1188,7 @@ class KubeEmulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> KubeEmulator:  # noqa: PYI034 - start() returns self
+    def __enter__(self) -> KubeEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1539,7 +1539,7 @@ class KubeEmulator:
             return gen
         gen = gen or 1
         if rt.generation == "custom":
-            strip = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}
+            strip = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
             changed = strip(old) != strip(new)
         else:
             changed = old.get("spec") != new.get("spec")
@@ -1631,7 +1631,7 @@ class KubeEmulator:
         ).get("selector"):
             raise _invalid(rt, name, "spec.selector", "Invalid value: field is immutable")
         if rt.kind == "StatefulSet":
-            strip = lambda s: {k: v for k, v in (s or {}).items() if k not in _STS_MUTABLE_SPEC}
+            strip = lambda s: {k: v for k, v in (s or {}).items() if k not in _STS_MUTABLE_SPEC}  # noqa: E731
             if strip(old.get("spec")) != strip(new.get("spec")):
                 raise _invalid(
                     rt,

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -394,7 +394,7 @@ def test_prometheus_alertmanager_and_the_function_end_to_end(kube_emulator, expo
     # not before the healthy delay counted from the alert's endsAt
     assert f"waiting for {HEALTHY_DELAY}s before uncordoning" in " ".join(scheduled[0]["reasons"])
     due = re.search(r"the sweep acts at (\S+Z)", " ".join(scheduled[0]["reasons"])).group(1)
-    due_at = datetime.strptime(due, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    due_at = datetime.strptime(due, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert uncordoned[0]["at"] >= due_at.timestamp() - 1  # the reason rounds to the second
     assert len(node_writes(kube_emulator, XID_NODE)) == 2  # cordon, uncordon
     # the recovery never made Alertmanager retry

@@ -117,7 +117,7 @@ def test_pending_then_signed_approval_applies_once_and_is_verified(fleet, approv
     assert post(app, alert_event()).json()["status"] == "duplicate"
     assert len(patches(fleet)) == 1
     rec = app.pipeline.ledger.get(key)
-    assert (rec["status"], rec["approved_by"], rec["verification"]) == (
+    assert (rec.status, rec.approved_by, rec.verification) == (
         "applied", "alice", "succeeded")
 
 
@@ -136,7 +136,7 @@ def test_unauthenticated_approvals_are_refused_and_change_nothing(fleet, approva
     assert resp.status_code == 400, resp.text
     assert "signature" in resp.json()["message"] or "approval" in resp.json()["message"]
     assert patches(fleet) == []
-    assert app.pipeline.ledger.get(key)["status"] == "pending"
+    assert app.pipeline.ledger.get(key).status == "pending"
 
 
 def test_no_secret_configured_means_approval_events_are_refused(fleet, approval_settings,
@@ -163,7 +163,7 @@ def test_approval_after_expiry_is_rejected(fleet, approval_settings, serve_app):
     now = [1_800_000_000.0]
     app = serve_app(approval_settings(ttl=60.0), clock=lambda: now[0])
     key = request_approval(app, fleet)
-    assert [r["key"] for r in app.pipeline.ledger.pending(now=now[0])] == [key]
+    assert [r.key for r in app.pipeline.ledger.pending(now=now[0])] == [key]
     now[0] += 61
     resp = post(app, approval_event(key, "alice"))
     assert resp.status_code == 400 and "expired" in resp.json()["message"]
@@ -176,7 +176,7 @@ def test_an_approval_survives_an_api_outage(fleet, approval_settings, serve_app)
     fleet.fail(503, times=None, method="PATCH")
     resp = post(app, approval_event(key, "alice"))
     assert resp.status_code == 503 and resp.headers["Retry-After"]
-    assert app.pipeline.ledger.get(key)["status"] == "approved"  # not lost, not done
+    assert app.pipeline.ledger.get(key).status == "approved"  # not lost, not done
     fleet.clear_faults()
     resp = post(app, approval_event(key, "alice"))  # Knative redelivers
     assert resp.status_code == 200 and resp.json()["status"] == "applied"

@@ -20,6 +20,7 @@ from remediation.events.alertmanager import max_alerts_for
 from remediation.settings import HTTPSettings, LedgerSettings, PolicySettings
 
 from tests.test_app_e2e import AUTH, DEPLOY, NS, payload, restarted_at, writes
+from datetime import UTC
 
 START = 1_793_000_000.0  # a fixed epoch for the clocks below (2026-10-26)
 
@@ -229,9 +230,9 @@ def _resolved(node: str, ends_at: float) -> dict[str, Any]:
 
 
 def _iso(ts: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_recovery_of_a_node_we_never_cordoned_is_answered_at_once(fleet, make_settings,

@@ -306,3 +306,31 @@ def test_lookup_paths():
     for bad in ("spec..]", "", ".spec", "spec[x]"):
         with pytest.raises(InvalidInput):
             lookup(obj, bad)
+
+
+def test_remediate_gameday_json_through_the_real_cli_parser(capsys):
+    """`remediate gameday --json` (once refused: "unrecognized arguments")."""
+    assert cli.main(["gameday", "--json", str(SCENARIOS[4]), str(SCENARIOS[0])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    reports = [json.loads(line) for line in lines]
+    assert [r["scenario"] for r in reports] == ["kv-cache-saturation-scales-out",
+                                                "engine-hang-restarts-once"]
+    assert all(r["passed"] for r in reports)
+
+
+def test_the_scenarios_routes_decide_where_its_alerts_go(tmp_path):
+    """A scenario whose routes send the engine-hang alert to scale-engine runs
+    scale-engine (once its events were stamped with the packaged routes, and
+    the pipeline trusted the stamp: restart-engine ran)."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("alerts: {VLLMEngineHung: scale-engine}\n"
+                      "options: {scale-engine: {max_replicas: 8}}\n")
+    scenario = tmp_path / "rerouted.yaml"
+    scenario.write_text(
+        f"name: rerouted\nsnapshot: {HERE / 'scenarios' / DEMO}\n"
+        f"settings: {{REMEDIATION_ROUTES_FILE: {routes.name}}}\n"
+        "events: [{at: 0, file: demo:01-vllm-hung.json,\n"
+        "          expect: {status: applied, function: scale-engine, action: scale-out}}]\n")
+    report = run_scenario(load_scenario(scenario), SnapshotStand())
+    assert report.passed, report.render()
+    assert {o.function for o in report.outcomes} == {"scale-engine"}

@@ -26,7 +26,7 @@ from remediation.guard.lease_ledger import (LEDGER_LABEL, RECORD_ANNOTATION, STA
                                             TARGET_LABEL, ACTION_LABEL, LeaseLedger, _digest,
                                             key_lease_name)
 from remediation.model import ObjectRef, Plan
-from remediation.settings import (ApprovalSettings, KubeSettings, LedgerSettings,
+from remediation.settings import (ApprovalSettings, LedgerSettings,
                                   PolicySettings, Secret, VerifySettings)
 
 from tests.plugins.kube import make_api_client

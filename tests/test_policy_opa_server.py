@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from types import MappingProxyType
 
 import pytest
@@ -19,7 +19,7 @@ from remediation.model import ObjectRef, Plan, Signal, Step, TYPE_ALERT_FIRING, 
 from remediation.settings import PolicySettings
 
 
-NOW = datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 SIGNAL = Signal(event_id="e", source="/alertmanager/r", type=TYPE_ALERT_FIRING, status="firing",
                 name="VLLMEngineHung", labels=MappingProxyType({"namespace": "llm"}))
 
@@ -159,7 +159,7 @@ def test_embedded_input_that_is_not_plain_json_is_encoded_not_refused():
     try:
         plain = {"action": "rollout-restart", "plan": {"steps": []}, "stats": {},
                  "facts": {"workloads": ENGINE_FACTS["workloads"]}}
-        odd = {**plain, "extra": datetime(2026, 1, 1, tzinfo=timezone.utc), "big": 10**30}
+        odd = {**plain, "extra": datetime(2026, 1, 1, tzinfo=UTC), "big": 10**30}
         assert engine.evaluate(plain)["reasons"] == engine.evaluate(odd)["reasons"] \
             == ["plan has no steps"]
     finally:

@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 from remediation import model
+from remediation.actions.catalogue import CATALOGUE
 from remediation.model import (
     INCOMING_TYPES,
     TYPE_ALERT_FIRING,
@@ -54,7 +55,8 @@ PASS, FAIL, NO_FILTER = "pass", "fail", "no_filter"
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*$")  # the webhook's validAttributeName
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
 
-REMEDIATIONS = ("restart-engine", "drain-gpu-node", "rebalance-gpu-pods", "scale-engine")
+#: every remediation the catalogue declares (each has its generated Service and Triggers)
+REMEDIATIONS = tuple(CATALOGUE)
 FUNCTIONS = REMEDIATIONS + ("webhook-adapter", "dead-letter")
 REPLY_PREFIX = f"{TYPE_PREFIX}.remediation."
 #: Outgoing types: what the model defines under the reply prefix, plus those

@@ -60,7 +60,7 @@ def test_a_stalled_rollout_fails_verification_and_climbs_the_ladder(fleet, make_
     assert "not done within 0.5s" in data["verification"]["detail"]
     assert resp.headers["ce-remediationverification"] == "failed"
     (rec,) = app.pipeline.ledger.history(target=f"Deployment/{NS}/{DEPLOY}")
-    assert rec["verification"] == "failed"
+    assert rec.verification == "failed"
 
     # The next incident on the same engine: one earlier incident whose fix
     # failed verification counts twice, so the ladder skips the plain restart

@@ -34,7 +34,9 @@ class RemediationFunction:
         settings = Settings.from_env(cfg)
         self._max_body = settings.http.max_body_bytes
         self._pipeline = build_pipeline(settings)
-        self._asgi = WSGIMiddleware(create_app(settings, self._pipeline))
+        # Flask is a WSGI app; a2wsgi types its environ as a TypedDict, Flask as a dict
+        wsgi_app: Any = create_app(settings, self._pipeline)
+        self._asgi = WSGIMiddleware(wsgi_app)
 
     def stop(self) -> None:
         if self._pipeline is not None:

@@ -278,12 +278,12 @@ class AgentDoor:
         ns = f"{namespace}/" if namespace else ""
         target = f"{kind}/{ns}{name}"
         rows = self.pipeline.ledger.history(target=target, limit=max(1, min(limit, 100)))
-        return {"target": target, "remediations": [_record(r) for r in rows]}
+        return {"target": target, "remediations": [_record(r.as_dict()) for r in rows]}
 
     def list_recent_outcomes(self, limit: int = 20) -> dict[str, Any]:
         self.check("list_recent_outcomes")
         rows = self.pipeline.ledger.history(limit=max(1, min(limit, 100)))
-        return {"outcomes": [_record(r) for r in rows]}
+        return {"outcomes": [_record(r.as_dict()) for r in rows]}
 
     def get_policy(self) -> dict[str, Any]:
         self.check("get_policy")
@@ -300,7 +300,8 @@ class AgentDoor:
             report = self.gameday(_safe_scenario(scenario), demo_dir())
         except InvalidInput as exc:
             raise ToolRefused(f"invalid scenario: {exc}") from None
-        return json.loads(json.dumps(report, default=str))
+        out: dict[str, Any] = json.loads(json.dumps(report, default=str))
+        return out
 
     # -- the acting tool ------------------------------------------------------------
     def request_remediation(self, alert: Any, *, client: str, reason: str,
@@ -362,7 +363,7 @@ def demo_dir() -> Path:
 def _safe_scenario(scenario: Any) -> dict[str, Any]:
     if not isinstance(scenario, Mapping):
         raise ToolRefused("scenario: expected a mapping (name, snapshot, events, expect)")
-    doc = json.loads(json.dumps(scenario))  # a plain copy; refuses what JSON cannot hold
+    doc: dict[str, Any] = json.loads(json.dumps(scenario))  # a plain copy: no non-JSON
     snapshot = doc.get("snapshot", "cluster.yaml")
     if snapshot not in ("cluster.yaml", "demo") and not isinstance(snapshot, list):
         raise ToolRefused("scenario.snapshot: the bundled demo fleet ('demo') or a list of "

@@ -9,7 +9,8 @@
     remediate policy test [--policy-dir DIR]
     remediate vault setup [--definitions DIR]
     remediate pending [--json]
-    remediate gameday SCENARIO...
+    remediate gameday SCENARIO... [--json]
+    remediate generate [--check] [--root DIR]
     remediate approve ID [--by NAME] [--kubeconfig FILE | --send URL [--function F]] [--json]
     remediate mcp [--cluster SNAPSHOT] [--kubeconfig FILE] [--apply]
 
@@ -29,69 +30,26 @@ import os
 import re
 import sys
 import time
-from dataclasses import replace
-from datetime import datetime, timezone
-from importlib import resources
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar, cast
 
+from .documents import demo_dir, detect_events, read_documents
 from .errors import InvalidInput, RemediationError
+from .gameday.command import add_parser as add_gameday_parser
+from .gameday.command import run_cli as run_gameday
 from .model import Outcome, Status
+from .routing import load_routes
 from .settings import KubeSettings, Settings
 
 T = TypeVar("T")
 
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_RETRY", "approve", "demo", "demo_dir", "main",
+           "pending", "replay"]
+
 EXIT_OK, EXIT_RETRY, EXIT_INVALID = 0, 1, 2
-
-
-def detect_events(doc: Any, *, where: str) -> list[Any]:
-    """CloudEvents from one replay document (any supported shape)."""
-    from .events.alertmanager import alertmanager_to_events
-    from .events.binding import event_from_dict
-    from .events.splunk import splunk_to_event
-    from .routing import load_routes
-
-    from .actions.catalogue import CATALOGUE
-
-    routes = load_routes(os.environ.get("REMEDIATION_ROUTES_FILE", ""), known=set(CATALOGUE))
-
-    def one(item: Any, at: str) -> list[Any]:
-        if not isinstance(item, dict):
-            raise InvalidInput(f"{at}: expected a JSON object", "document")
-        if "specversion" in item:
-            return [event_from_dict(item)]
-        if "alerts" in item and "version" in item:
-            return alertmanager_to_events(item, routes=lambda n, labels: routes.function_for(
-                n, labels=labels))
-        if "sid" in item and "result" in item:
-            return [splunk_to_event(item, routes=lambda n, _l: routes.function_for(n, splunk=True))]
-        raise InvalidInput(f"{at}: not an Alertmanager payload, a Splunk payload or a "
-                           "structured CloudEvent", "document")
-
-    if isinstance(doc, list):
-        if not doc:
-            raise InvalidInput(f"{where}: empty array", "document")
-        out: list[Any] = []
-        for i, item in enumerate(doc):
-            out.extend(one(item, f"{where}[{i}]"))
-        return out
-    return one(doc, where)
-
-
-def read_documents(paths: Sequence[str]) -> list[tuple[str, Any]]:
-    docs = []
-    for p in paths:
-        try:
-            text = sys.stdin.read() if p == "-" else Path(p).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"{p}: {exc.strerror}", "path") from None
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{p}: not UTF-8 text", "path") from None
-        from .events.binding import load_json
-
-        docs.append((p, load_json(text, p, "path")))
-    return docs
 
 
 def outcome_line(o: Outcome) -> dict[str, Any]:
@@ -114,7 +72,8 @@ def print_table(outcomes: list[Outcome], out: TextIO, labels: list[str] | None =
     widths = [min(max(len(r[c]) for r in rows), cap) for c, cap in
               enumerate((34, 10, 15, 50, 40, 200))]
     for r in rows:
-        cells = [(v if len(v) <= w else v[: w - 1] + "…").ljust(w) for v, w in zip(r, widths)]
+        cells = [(v if len(v) <= w else v[: w - 1] + "…").ljust(w)
+                 for v, w in zip(r, widths, strict=True)]
         out.write("  ".join(cells).rstrip() + "\n")
 
 
@@ -128,12 +87,21 @@ def _settings_for_replay(args: argparse.Namespace) -> Settings:
     return replace(base, dry_run=not args.apply, kube=kube)
 
 
+def _catalogue() -> Any:
+    """The remediations (imported when a command needs them)."""
+    from .actions.catalogue import CATALOGUE
+
+    return CATALOGUE
+
+
 def replay(paths: Sequence[str], settings: Settings, *, as_json: bool, out: TextIO,
            err: TextIO, labels: list[str] | None = None) -> int:
     from .dispatch import handle_events
 
     try:
-        events = [e for where, doc in read_documents(paths) for e in detect_events(doc, where=where)]
+        routes = load_routes(settings.routes_file, known=set(_catalogue()))
+        events = [e for where, doc in read_documents(paths)
+                  for e in detect_events(doc, where=where, routes=routes)]
     except InvalidInput as exc:
         err.write(f"remediate: invalid input: {exc}\n")
         return EXIT_INVALID
@@ -203,7 +171,7 @@ def dlq_list(store_path: str, *, as_json: bool, out: TextIO) -> int:
              for d in letters]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
-        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
     return EXIT_OK
 
 
@@ -247,10 +215,6 @@ def replay_dead_letters(ids: Sequence[str], store_path: str, settings: Settings,
     return _report(outcomes, as_json=as_json, out=out, err=err)
 
 
-def demo_dir() -> Path:
-    return Path(str(resources.files("remediation").joinpath("defaults/demo")))
-
-
 def demo(out: TextIO, err: TextIO) -> int:
     d = demo_dir()
     files = sorted(p for p in (d / "events").iterdir() if p.suffix == ".json")
@@ -260,8 +224,9 @@ def demo(out: TextIO, err: TextIO) -> int:
               f"small GPU inference fleet ({d / 'cluster.yaml'}).\n"
               "Embedded Rego policy, in-memory ledger, plan only: nothing is applied.\n\n")
     labels: list[str] = []
+    routes = load_routes(settings.routes_file, known=set(_catalogue()))
     for f in files:
-        n = len(detect_events(json.loads(f.read_text()), where=f.name))
+        n = len(detect_events(json.loads(f.read_text()), where=f.name, routes=routes))
         labels.extend([f.stem] * n)
     code = replay([str(f) for f in files], settings, as_json=False, out=out, err=err,
                   labels=labels)
@@ -332,10 +297,10 @@ def pending(settings: Settings, *, as_json: bool, out: TextIO, err: TextIO) -> i
     finally:
         ledger.close()
     for r in rows:
-        line = {"id": r["key"], "function": r["function"], "action": r["action"],
-                "target": r["target"], "event_id": r["event_id"],
-                "requested_at": _iso(r["updated_at"]), "expires_at": _iso(r["expires_at"]),
-                "reasons": r.get("reasons") or []}
+        line = {"id": r.key, "function": r.function, "action": r.action,
+                "target": r.target, "event_id": r.event_id,
+                "requested_at": _iso(r.updated_at), "expires_at": _iso(r.expires_at),
+                "reasons": list(r.reasons)}
         if as_json:
             out.write(json.dumps(line, sort_keys=True) + "\n")
         else:
@@ -371,7 +336,7 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
                       "to the request it approves (remediate pending shows its expires_at)\n")
             return EXIT_INVALID
         from .clients.sink import send
-        from .events.binding import SPECVERSION, JSON_CONTENT_TYPE, new_event, validate_attributes
+        from .events.binding import JSON_CONTENT_TYPE, SPECVERSION, new_event, validate_attributes
         from .model import TYPE_APPROVAL_GRANTED, stable_digest
 
         attrs = {"specversion": SPECVERSION, "type": TYPE_APPROVAL_GRANTED,
@@ -379,7 +344,8 @@ def approve(key: str, approver: str, settings: Settings, *, send_to: str, functi
                  "datacontenttype": JSON_CONTENT_TYPE, "subject": key}
         if function:
             attrs["remediation"] = function
-        event = new_event(validate_attributes(attrs), approval_data(secret, key, approver, expires_at))
+        event = new_event(validate_attributes(attrs),
+                          approval_data(secret, key, approver, expires_at))
         delivery = send(send_to, event, timeout=settings.http.sink_timeout)
         out.write(json.dumps({"sent": delivery.ok, "status": delivery.status,
                               "detail": delivery.detail}) + "\n")
@@ -475,6 +441,20 @@ def serve_mcp(settings: Settings, *, err: TextIO) -> int:
     return EXIT_OK
 
 
+def generate_files(root: Path, *, check: bool, out: TextIO) -> int:
+    """``remediate generate``: the generated files under ``root`` brought up
+    to date with the declarations (``--check``: only listed; exit 1 on drift)."""
+    from .actions.catalogue import CATALOGUE
+    from .generate import sync
+
+    stale = sync(root, CATALOGUE, write=not check)
+    for rel in stale:
+        out.write(f"{'stale' if check else 'wrote'} {rel}\n")
+    if not stale:
+        out.write("generated files are up to date\n")
+    return EXIT_RETRY if check and stale else EXIT_OK
+
+
 def _exit_for(outcome: Outcome) -> int:
     if outcome.status is Status.REJECTED:
         return EXIT_INVALID
@@ -484,7 +464,7 @@ def _exit_for(outcome: Outcome) -> int:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 #: control characters (C0 but newline and tab, DEL, C1) and the bidirectional
@@ -568,8 +548,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     v_sub = v.add_subparsers(dest="vault_command", required=True)
     vs = v_sub.add_parser("setup", help="idempotent Vault set-up from vault/ definitions")
     vs.add_argument("--definitions", default="vault")
-    gd = sub.add_parser("gameday", help="run game-day scenario files on their snapshots")
-    gd.add_argument("paths", nargs="+", metavar="SCENARIO")
+    add_gameday_parser(sub)
+    ge = sub.add_parser("generate", help="regenerate the manifests, Vault files, policy data "
+                                         "and README table the remediations' declarations "
+                                         "give (--check: only report drift)")
+    ge.add_argument("--root", default=".", help="the repository (default: here)")
+    ge.add_argument("--check", action="store_true", help="write nothing; exit 1 on drift")
     pe = sub.add_parser("pending", help="list remediations waiting for approval")
     pe.add_argument("--json", action="store_true")
     ap = sub.add_parser("approve", help="approve a pending remediation (runs it here, or "
@@ -593,7 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Everything printed, logs included, shows control characters escaped:
     # stored events must not drive the operator's terminal (issue 15)
-    stdout, stderr = PrintableText(sys.stdout), PrintableText(sys.stderr)
+    # streams that show control characters as escapes (a TextIO to the commands)
+    stdout = cast(TextIO, PrintableText(sys.stdout))
+    stderr = cast(TextIO, PrintableText(sys.stderr))
     logging.basicConfig(level=os.environ.get("REMEDIATION_LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=stderr)
@@ -618,9 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mcp":
         return serve_mcp(_settings_for_replay(args), err=stderr)
     if args.command == "gameday":
-        from .gameday import main as gameday_main
-
-        return gameday_main(args.paths, stdout, stderr)
+        return run_gameday(args, stdout, stderr)
+    if args.command == "generate":
+        return generate_files(Path(args.root), check=args.check, out=stdout)
     if args.command == "pending":
         return pending(Settings.from_env(os.environ), as_json=args.json, out=stdout,
                        err=stderr)
@@ -642,12 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_rego_tests(args.policy_dir or None)
         failed = [r for r in results if not r[1]]
         for name, ok, message in results:
-            stdout.write(f"{'PASS' if ok else 'FAIL'} {name}{': ' + message if message else ''}\n")
+            detail = f": {message}" if message else ""
+            stdout.write(f"{'PASS' if ok else 'FAIL'} {name}{detail}\n")
         stdout.write(f"{len(results) - len(failed)} passed, {len(failed)} failed\n")
         return 1 if failed or not results else EXIT_OK
     if args.command == "vault":
         from .clients.vault import setup_vault
-
         from .settings import Secret
 
         settings = Settings.from_env(os.environ)

@@ -1,4 +1,5 @@
-"""The credentials port: what the executor runs with. Pure; no I/O here.
+"""Credentials: what the executor runs with. Pure; no I/O here. The broker
+that issues them is a port (``ports.CredentialBroker``).
 
 A :class:`ScopedCredential` is issued for one plan (its cluster and
 namespace), used for that plan's execution only, and revoked afterwards,
@@ -9,7 +10,6 @@ process' own identity (in-cluster service account or kubeconfig) and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from .model import Plan
 from .settings import Secret
@@ -37,21 +37,6 @@ class ScopedCredential:
             "lease_duration": self.lease_duration,
             "service_account": self.service_account,
         }
-
-
-class CredentialBroker(Protocol):
-    def lease(self, plan: Plan, cluster: str) -> ScopedCredential:
-        """Issue a credential scoped to ``plan`` on ``cluster``.
-
-        Raises ``DependencyUnavailable`` (retry) or ``ActionFailed`` (refused,
-        e.g. unknown cluster, 403, namespace not allowed)."""
-        ...
-
-    def revoke(self, credential: ScopedCredential) -> None:
-        """Revoke a lease; must not raise for an already-expired lease."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class AmbientCredentials:

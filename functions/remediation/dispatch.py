@@ -22,7 +22,7 @@ from .errors import InvalidInput
 from .events.signal import signal_from_event
 from .guard.approval import verify_approval
 from .model import TYPE_APPROVAL_GRANTED, Outcome, Status
-from .pipeline import REPLY_VIAS, Pipeline
+from .pipeline import REPLY_VIAS, BatchMemo, Pipeline
 
 outcome_log = logging.getLogger("remediation.outcome")
 _LOUD = frozenset({Status.RETRY, Status.FAILED, Status.PARTIAL, Status.REJECTED})
@@ -71,15 +71,15 @@ def _attr(event: Any, getter: str) -> str:
 
 
 def handle_event(pipeline: Pipeline, event: Any, *, via: str,
-                 facts_memo: dict[Any, Any] | None = None) -> Outcome:
+                 batch: BatchMemo | None = None) -> Outcome:
     """Handle one CloudEvent. Bad content gives a REJECTED outcome, never an
     action. Every outcome is logged (see the module docstring)."""
-    outcome = _handle_event(pipeline, event, via=via, facts_memo=facts_memo)
+    outcome = _handle_event(pipeline, event, via=via, batch=batch)
     return report(pipeline, outcome, alertname=_attr(event, "get_subject")[:200], via=via)
 
 
 def _handle_event(pipeline: Pipeline, event: Any, *, via: str,
-                  facts_memo: dict[Any, Any] | None = None) -> Outcome:
+                  batch: BatchMemo | None = None) -> Outcome:
     if _attr(event, "get_type") == TYPE_APPROVAL_GRANTED:
         return handle_approval(pipeline, event)
     try:
@@ -92,7 +92,7 @@ def _handle_event(pipeline: Pipeline, event: Any, *, via: str,
         requested = str(event.get_extension("remediation") or "")
     except Exception:  # noqa: BLE001
         requested = ""
-    return pipeline.handle(signal, via=via, requested=requested, facts_memo=facts_memo)
+    return pipeline.handle(signal, via=via, requested=requested, batch=batch)
 
 
 def handle_approval(pipeline: Pipeline, event: Any) -> Outcome:
@@ -124,12 +124,12 @@ def handle_events(pipeline: Pipeline, events: Sequence[Any], *, via: str) -> lis
     counting frees; the cyclic collector would still walk every live object
     of the batch again and again (about 12% of a 20,000-alert storm), so it
     is paused for the batch and runs once after it."""
-    memo: dict[Any, Any] = {}  # one read of each cluster object per batch
+    batch = BatchMemo()  # one read of each cluster object per batch
     pause = len(events) >= LARGE_BATCH and gc.isenabled()
     if pause:
         gc.disable()
     try:
-        return [handle_event(pipeline, e, via=via, facts_memo=memo) for e in events]
+        return [handle_event(pipeline, e, via=via, batch=batch) for e in events]
     finally:
         if pause:
             gc.enable()

@@ -10,7 +10,8 @@ current state without doing anything twice.
 Failures:
 
 - a non-eviction step answered ``ok=False``, or any step whose writer raises
-  ``ActionFailed``: stop there, raise ``ActionFailed`` with ``.results``;
+  ``ActionFailed``: stop there, raise :class:`StepFailed` (an ``ActionFailed``)
+  with the results so far in ``.results``;
 - a writer raising ``DependencyUnavailable`` (a ``TemporaryError``): propagate
   (the pipeline releases the claim and answers "retry");
 - an eviction answered 429 (a PodDisruptionBudget blocks it, as
@@ -36,13 +37,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from .credentials import ScopedCredential
 from .errors import ActionFailed
-from .facts import ClusterFacts
-from .model import ObjectRef, Plan, Step
+from .model import Plan, StepResult
+from .ports import ClusterAccess, ClusterWriter
+
+__all__ = ["ClusterAccess", "ClusterWriter", "PartialExecution", "StepFailed", "StepResult",
+           "execute"]
 
 #: default overall deadline for PDB-blocked evictions of one plan (seconds).
 EVICT_DEADLINE_SECONDS = 120.0
@@ -51,54 +52,24 @@ BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class StepResult:
-    step: Step
-    ok: bool
-    detail: str
-    code: int = 0
+class StepFailed(ActionFailed):
+    """A step was refused for good: execution stopped there. ``results``
+    holds the results of the steps before it, in order."""
 
-    def as_dict(self) -> dict[str, object]:
-        return {"verb": self.step.verb, "kind": self.step.kind,
-                "namespace": self.step.namespace, "name": self.step.name,
-                "ok": self.ok, "detail": self.detail, "code": self.code}
+    def __init__(self, message: str, results: list[StepResult]) -> None:
+        super().__init__(message)
+        self.results = results
 
 
-class PartialExecution(ActionFailed):
+class PartialExecution(StepFailed):
     """Every step ran, but some evictions were blocked (429 past the deadline)
     or refused (500: several PDBs). ``results`` holds every step's result in
     order; ``blocked`` the ones that did not happen."""
 
     def __init__(self, message: str, results: list[StepResult],
                  blocked: list[StepResult]) -> None:
-        super().__init__(message)
-        self.results = results
+        super().__init__(message, results)
         self.blocked = blocked
-
-
-class ClusterWriter(Protocol):
-    def apply(self, step: Step, *, dry_run: bool) -> StepResult:
-        """Run one step. Raises ``DependencyUnavailable`` (retry may help) or
-        ``ActionFailed`` (refused for good). An eviction blocked by a
-        PodDisruptionBudget answers ``ok=False, code=429``."""
-        ...
-
-    def record_event(self, target: ObjectRef, *, reason: str, message: str,
-                     type: str = "Normal") -> None:
-        """Record a Kubernetes Event on ``target`` (best effort)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class ClusterAccess(Protocol):
-    """How the pipeline reaches a cluster: facts to plan with, a writer to act."""
-
-    live: bool  # False: snapshot, plan-only
-
-    def facts(self, cluster: str) -> ClusterFacts: ...
-
-    def writer(self, cluster: str, credential: ScopedCredential) -> ClusterWriter: ...
 
 
 def _deadline_seconds(plan: Plan) -> float:
@@ -144,18 +115,17 @@ def execute(plan: Plan, writer: ClusterWriter, *, dry_run: bool,
             if step.verb == "evict" and not result.ok:
                 result = _evict(result, writer, dry_run=dry_run, deadline=deadline,
                                 sleep=sleep, clock=clock)
-        except ActionFailed as exc:
-            exc.results = results  # type: ignore[attr-defined]
+        except StepFailed:
             raise
+        except ActionFailed as exc:
+            raise StepFailed(str(exc), results) from exc
         results.append(result)
         if result.ok:
             continue
         if step.verb == "evict":
             blocked.append(result)  # blocked (429) or refused (500): leave it, go on
             continue
-        err = ActionFailed(f"{step.verb} {step.ref}: {result.detail}")
-        err.results = results  # type: ignore[attr-defined]
-        raise err
+        raise StepFailed(f"{step.verb} {step.ref}: {result.detail}", results)
     if blocked:
         evictions = sum(1 for s in plan.steps if s.verb == "evict")
         names = ", ".join(f"{r.step.namespace}/{r.step.name} ({r.code})" for r in blocked)

@@ -9,33 +9,20 @@ Objects are plain dicts exactly as the API serves them.
 
 from __future__ import annotations
 
+import builtins
 import copy
-from pathlib import Path
-from typing import Any, Protocol
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .errors import InvalidInput
+from .errors import ActionFailed, InvalidInput
+from .ports import ClusterFacts
+
+__all__ = ["ClusterFacts", "MemoFacts", "SnapshotAccess", "SnapshotFacts", "load_objects",
+           "matches_labels", "owner_of", "pod_is_ready", "selector_matches"]
 
 #: kinds planners read; cluster-scoped ones have no namespace.
 CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
-
-
-class ClusterFacts(Protocol):
-    """Read-only access to cluster objects (plain dicts)."""
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def list(
-        self,
-        kind: str,
-        namespace: str | None = None,
-        *,
-        labels: Mapping[str, str] | None = None,
-        node: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """List ``kind`` (in ``namespace``, or everywhere when None), filtered
-        by equality ``labels`` and, for pods, ``spec.nodeName == node``."""
-        ...
 
 
 def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str] | None) -> bool:
@@ -82,7 +69,7 @@ class SnapshotFacts:
             self._by_key[(kind, ns, name)] = copy.deepcopy(dict(obj))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SnapshotFacts":
+    def load(cls, path: str | Path) -> SnapshotFacts:
         return cls(load_objects(path))
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -109,7 +96,7 @@ class SnapshotFacts:
             out.append(_copy_json(obj))
         return out
 
-    def objects(self) -> list[dict[str, Any]]:
+    def objects(self) -> builtins.list[dict[str, Any]]:
         return [_copy_json(o) for _, o in sorted(self._by_key.items())]
 
 
@@ -140,7 +127,7 @@ def load_objects(path: str | Path) -> list[dict[str, Any]]:
 def owner_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The controller ownerReference of an object, if any."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
+        if isinstance(ref, Mapping) and ref.get("controller"):
             return ref
     return None
 
@@ -148,7 +135,7 @@ def owner_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def pod_is_ready(pod: Mapping[str, Any]) -> bool:
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 
@@ -163,9 +150,7 @@ class SnapshotAccess:
     def facts(self, cluster: str) -> SnapshotFacts:
         return self._facts
 
-    def writer(self, cluster: str, credential: object) -> object:
-        from .errors import ActionFailed
-
+    def writer(self, cluster: str, credential: object) -> NoReturn:
         raise ActionFailed("a snapshot is read-only: plans are never applied to it")
 
     def close(self) -> None:
@@ -185,7 +170,8 @@ class MemoFacts:
         key = ("get", kind, namespace, name)
         if key not in self._memo:
             self._memo[key] = self._inner.get(kind, namespace, name)
-        return _copy_json(self._memo[key])
+        got: dict[str, Any] | None = _copy_json(self._memo[key])
+        return got
 
     def list(self, kind: str, namespace: str | None = None, *,
              labels: Mapping[str, str] | None = None,
@@ -193,7 +179,8 @@ class MemoFacts:
         key = ("list", kind, namespace, tuple(sorted((labels or {}).items())), node)
         if key not in self._memo:
             self._memo[key] = self._inner.list(kind, namespace, labels=labels, node=node)
-        return _copy_json(self._memo[key])
+        listed: list[dict[str, Any]] = _copy_json(self._memo[key])
+        return listed
 
 
 def _copy_json(value: Any) -> Any:

@@ -4,15 +4,19 @@ CloudEvents to the Broker instead of handling them in-process."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
+from cloudevents.core.v1.event import CloudEvent
 from flask import Response
 
 from .clients.sink import send_all
 from .settings import HTTPSettings
 
 
-def forward_events(events: list, http: HTTPSettings, *, rejected: list | None = None,
-                   extra: dict | None = None) -> Response:
+def forward_events(events: Sequence[CloudEvent], http: HTTPSettings, *,
+                   rejected: list[dict[str, Any]] | None = None,
+                   extra: dict[str, Any] | None = None) -> Response:
     """Forward ``events``; ``rejected``: alerts of the same group refused one
     by one (reported, never forwarded)."""
     deliveries = send_all(http.sink, events, timeout=http.sink_timeout) if events else []

@@ -41,11 +41,11 @@ breakers, and a human's approval for an agent's drain, reboot or eviction),
 credentials are scoped to the plan, the fix is verified and audited. Always
 give a reason. You cannot approve: a human does."""
 
-READ = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True,
-                       openWorldHint=False)
+READ = ToolAnnotations.model_validate({"readOnlyHint": True, "destructiveHint": False,
+                                      "idempotentHint": True, "openWorldHint": False})
 #: it can cordon, drain and evict (after a human's approval), restart, scale
-ACT = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
-                      openWorldHint=True)
+ACT = ToolAnnotations.model_validate({"readOnlyHint": False, "destructiveHint": True,
+                                     "idempotentHint": True, "openWorldHint": True})
 
 Alert = Annotated[dict[str, Any], Field(
     description="An Alertmanager webhook payload or one of its alerts (labels, annotations, "
@@ -170,7 +170,7 @@ def _client(ctx: Context | None) -> str:
         return ""
 
 
-def _refusing(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def _refusing(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ToolRefused as exc:
@@ -354,6 +354,7 @@ def http_wsgi_app(pipeline: Pipeline, *, max_body_bytes: int) -> Any:
         max_request_body_size=max_body_bytes,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
     loop = _Loop(server, asgi)
-    wsgi = ASGIMiddleware(asgi, loop=loop.loop)
+    # Starlette is an ASGI app; a2wsgi's type names a narrower callable
+    wsgi = ASGIMiddleware(asgi, loop=loop.loop)  # type: ignore[arg-type]
     wsgi.close = loop.close  # type: ignore[attr-defined]
     return wsgi

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
-from collections.abc import Mapping
 
 #: CloudEvent type prefix owned by this project (reverse DNS, versioned types).
 TYPE_PREFIX = "io.inferenceremediation"
@@ -159,7 +159,7 @@ class Signal:
         }
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> "Signal":
+    def from_record(cls, rec: Mapping[str, Any]) -> Signal:
         """Inverse of :meth:`to_record` (the record was written by us)."""
         def text(name: str) -> str:
             value = rec.get(name, "")
@@ -231,6 +231,21 @@ class Step:
             "body": thaw(self.body),
             "patch_type": self.patch_type,
         }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What running one step gave (the executor's and the writer's answer)."""
+
+    step: Step
+    ok: bool
+    detail: str
+    code: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"verb": self.step.verb, "kind": self.step.kind,
+                "namespace": self.step.namespace, "name": self.step.name,
+                "ok": self.ok, "detail": self.detail, "code": self.code}
 
 
 @dataclass(frozen=True)

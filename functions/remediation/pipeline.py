@@ -23,22 +23,34 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
 
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
-from .credentials import CredentialBroker, ScopedCredential
-from .errors import ActionFailed, InvalidInput, TemporaryError
+from .credentials import ScopedCredential
+from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
+from .executor import PartialExecution, StepFailed, execute
 from .facts import MemoFacts
-from .executor import ClusterAccess, PartialExecution, StepResult, execute
-from .guard.ledger import TAKEN, ClaimResult, Ledger
-from .guard.policy import PolicyEngine, decide
+from .guard.policy import decide
 from .guard.targets import target_facts
-from .model import (AGENT_EVENT_PREFIX, TYPE_SPLUNK_RESULT, Decision, NoPlan, Outcome, Plan, Signal,
-                    Status, stable_digest)
+from .model import (
+    AGENT_EVENT_PREFIX,
+    TYPE_SPLUNK_RESULT,
+    Decision,
+    NoPlan,
+    ObjectRef,
+    Outcome,
+    Plan,
+    Signal,
+    Status,
+    StepResult,
+    stable_digest,
+)
+from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine
+from .records import TAKEN, ClaimResult, LedgerRecord, LedgerStatus
 from .routing import REMEDIATION_LABEL, Routes
 from .settings import Settings
 
@@ -46,12 +58,6 @@ log = logging.getLogger("remediation.pipeline")
 
 #: ledger window used for the stats fed into policy input (limits, cooldowns).
 STATS_WINDOW_SECONDS = 3600.0
-#: step verbs whose effect is relative to the state they were planned on (a
-#: scale-out adds replicas): repeating one after an unanswered write acts
-#: twice, so a write that may have landed unanswered (a timeout, a reset, a
-#: gateway error; not a 429/503 refusal) keeps the claim instead of releasing
-#: it (the planner reads the kept record: see scale_engine).
-RELATIVE_VERBS = frozenset({"scale"})
 #: deliveries answered with a reply event (a Trigger's), which carries the
 #: approval request itself
 REPLY_VIAS = frozenset({"trigger", "approval-event"})
@@ -59,7 +65,7 @@ REPLY_VIAS = frozenset({"trigger", "approval-event"})
 #: for another incident within the target window (see guard.ledger.TAKEN)
 TARGET_TAKEN = frozenset({Status.APPLIED, Status.PARTIAL, Status.PLANNED, Status.PENDING})
 #: final statuses of a key that a redelivery can only duplicate
-ACTED = frozenset({"applied", "partial", "planned"})
+ACTED = frozenset({LedgerStatus.APPLIED, LedgerStatus.PARTIAL, LedgerStatus.PLANNED})
 #: an agent's requests that count toward the agents' own limits: acted on, in
 #: flight, or parked for a human (flooding the approval queue is a storm too)
 AGENT_COUNTED = ("claimed", "applied", "partial", "pending", "approved")
@@ -75,6 +81,28 @@ def agent_prefix(requester: Mapping[str, str]) -> str:
 
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class TakenTarget:
+    """An action taken on a target earlier in the batch (or, the ledger said, before)."""
+
+    key: str  # the remediation key that took it
+    status: str  # its ledger status
+    at: float  # when (the pipeline's clock)
+
+
+@dataclass
+class BatchMemo:
+    """What the signals of one batch (an Alertmanager group, a CloudEvents
+    batch, a replay file) read once and share: cluster objects per cluster
+    (``facts.MemoFacts``), each target's ledger history, and the targets
+    acted on, so a storm of alerts about one Deployment is answered as the
+    ledger would answer, without a claim each. A denial is never remembered."""
+
+    facts: dict[str, dict[Any, Any]] = field(default_factory=dict)
+    history: dict[str, list[LedgerRecord]] = field(default_factory=dict)
+    taken: dict[tuple[str, str], TakenTarget] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,16 +122,21 @@ class Pipeline:
     #: where an ``applied`` outcome goes at once, before verification
     #: finishes (an outcome sink, when one is configured); the final outcome,
     #: verified, is what ``handle`` returns.
-    publish: Callable[[Outcome], None] | None = None
+    publish: OutcomeSink | None = None
+
+    def __post_init__(self) -> None:
+        # a remediation whose declaration lacks a piece (an action without a
+        # verification check) is refused here, at start-up
+        verification.validate(self.catalogue)
 
     # -- helpers -----------------------------------------------------------
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
 
     def _outcome(self, signal: Signal, status: Status, function: str, *,
                  plan: Plan | None = None, reasons: tuple[str, ...] = (),
                  decision: Decision | None = None, dry_run: bool = True,
-                 target: Any = None, retryable: bool = False,
+                 target: ObjectRef | None = None, retryable: bool = False,
                  results: list[StepResult] | None = None,
                  approval: Mapping[str, Any] | None = None,
                  verification: Mapping[str, Any] | None = None) -> Outcome:
@@ -115,13 +148,13 @@ class Pipeline:
             tracestate=signal.tracestate, retryable=retryable, approval=approval,
             verification=verification, requester=signal.requester or None)
 
-    def _history(self, target: str, window: float) -> list[dict[str, Any]]:
+    def _history(self, target: str, window: float) -> list[LedgerRecord]:
         """What planners see of the ledger: actions taken or in flight on
         ``target`` in the window (denials and skips are not history: a storm
         of them must not push the actions out of the newest 100)."""
         since = self.clock() - window
         return [r for r in self.ledger.history(target=target, statuses=TAKEN)
-                if r["updated_at"] >= since]
+                if r.updated_at >= since]
 
     def stats(self, signal: Signal, plan: Plan) -> dict[str, Any]:
         """The ledger counts the policy sees for ``plan`` (itself excluded);
@@ -143,17 +176,15 @@ class Pipeline:
                 str(r["event_id"]).startswith(mine) for r in agents)
         return stats
 
-    def _batch_history(self, memo: dict[Any, Any]) -> Callable[[str, float],
-                                                                list[dict[str, Any]]]:
+    def _batch_history(self, batch: BatchMemo) -> Callable[[str, float], list[LedgerRecord]]:
         """History read once per target per batch (a storm asks for the same
         Deployment's history thousands of times); :meth:`handle` drops the
         memo whenever a signal of the batch may have written to the ledger."""
-        def history(target: str, window: float) -> list[dict[str, Any]]:
-            key = ("history", target)
-            if key not in memo:
-                memo[key] = self.ledger.history(target=target, statuses=TAKEN)
+        def history(target: str, window: float) -> list[LedgerRecord]:
+            if target not in batch.history:
+                batch.history[target] = self.ledger.history(target=target, statuses=TAKEN)
             since = self.clock() - window
-            return [r for r in memo[key] if r["updated_at"] >= since]
+            return [r for r in batch.history[target] if r.updated_at >= since]
         return history
 
     def route(self, signal: Signal, requested: str = "") -> str:
@@ -169,24 +200,23 @@ class Pipeline:
 
     # -- the path ----------------------------------------------------------
     def handle(self, signal: Signal, *, via: str = "trigger", requested: str = "",
-               facts_memo: dict[Any, Any] | None = None) -> Outcome:
-        """Handle one signal. ``facts_memo``: shared by the signals of one batch
+               batch: BatchMemo | None = None) -> Outcome:
+        """Handle one signal. ``batch``: shared by the signals of one batch
         so cluster facts are read once per batch, not once per alert."""
-        planned = self.plan(signal, requested=requested, facts_memo=facts_memo, via=via)
+        planned = self.plan(signal, requested=requested, batch=batch, via=via)
         if isinstance(planned, Outcome):
             return planned
         cluster = self.settings.cluster
-        outcome = self._run(signal, planned, via=via, cluster=cluster, batch=facts_memo)
-        if facts_memo is not None and outcome.status is not Status.DUPLICATE:
-            for key in [k for k in facts_memo if isinstance(k, tuple) and k[0] == "history"]:
-                del facts_memo[key]  # the ledger may have changed: read it again
+        outcome = self._run(signal, planned, via=via, cluster=cluster, batch=batch)
+        if batch is not None and outcome.status is not Status.DUPLICATE:
+            batch.history.clear()  # the ledger may have changed: read it again
             if outcome.status in TARGET_TAKEN and self.settings.ledger.target_window > 0:
-                facts_memo[("target", str(planned.target), planned.action)] = (
+                batch.taken[(str(planned.target), planned.action)] = TakenTarget(
                     planned.key, outcome.status.value, self.clock())
         return outcome
 
     def plan(self, signal: Signal, *, requested: str = "",
-             facts_memo: dict[Any, Any] | None = None, via: str = "trigger",
+             batch: BatchMemo | None = None, via: str = "trigger",
              schedule: bool = True) -> Plan | Outcome:
         """Route and plan ``signal`` (reads only: cluster facts and ledger
         history): the Plan, or the Outcome that ends the path before any claim
@@ -226,12 +256,12 @@ class Pipeline:
         cluster = self.settings.cluster
         try:
             facts = self.cluster.facts(cluster)
-            if facts_memo is not None:
-                facts = MemoFacts(facts, facts_memo.setdefault(cluster, {}))
+            if batch is not None:
+                facts = MemoFacts(facts, batch.facts.setdefault(cluster, {}))
             ctx = PlanContext(signal=signal, facts=facts, now=self._now(),
                               options=self.routes.options_for(function),
-                              history=self._history if facts_memo is None
-                              else self._batch_history(facts_memo))
+                              history=self._history if batch is None
+                              else self._batch_history(batch))
             planned = remediation.planner(ctx)
         except InvalidInput as exc:
             return self._outcome(signal, Status.REJECTED, function, reasons=(str(exc),))
@@ -258,22 +288,22 @@ class Pipeline:
         return planned
 
     def _run(self, signal: Signal, plan: Plan, *, via: str, cluster: str,
-             batch: dict[Any, Any] | None = None) -> Outcome:
+             batch: BatchMemo | None = None) -> Outcome:
         fn = plan.function
         dry_run = self.settings.dry_run or not self.cluster.live
         now = self.clock()
         window = self.settings.ledger.target_window
-        taken = batch.get(("target", str(plan.target), plan.action)) if batch else None
-        if taken is not None and now - taken[2] <= window:
+        taken = batch.taken.get((str(plan.target), plan.action)) if batch else None
+        if taken is not None and now - taken.at <= window:
             # Earlier in this batch the same action on the same target was taken,
             # or the ledger said it was: the claim would answer the same again (a
             # storm of alerts about one Deployment asks thousands of times).
-            if taken[0] != plan.key:
-                return self._target_recent(signal, plan, taken[1], now - taken[2], dry_run)
-            if taken[1] in ACTED:
+            if taken.key != plan.key:
+                return self._target_recent(signal, plan, taken.status, now - taken.at, dry_run)
+            if taken.status in ACTED:
                 return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                      reasons=(f"already handled for this incident "
-                                              f"({taken[1]})",))
+                                              f"({taken.status})",))
         try:
             claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
                                       now=now, ttl=self.settings.ledger.claim_ttl,
@@ -281,19 +311,19 @@ class Pipeline:
         except TemporaryError as exc:  # the Lease ledger's API is down or slow
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                  retryable=True, reasons=(f"ledger unavailable: {exc}",))
-        if not claim.won and claim.status == "target-recent":
+        if not claim.won and claim.status == ClaimResult.TARGET_RECENT:
             if batch is not None and claim.other_status in ACTED:
-                batch[("target", str(plan.target), plan.action)] = (
+                batch.taken[(str(plan.target), plan.action)] = TakenTarget(
                     claim.other_key, claim.other_status, now - claim.age)
             return self._target_recent(signal, plan, claim.other_status, claim.age, dry_run)
         if not claim.won:
-            if claim.status == "pending":
-                rec = self.ledger.get(plan.key) or {}
+            if claim.status == LedgerStatus.PENDING:
+                rec = self.ledger.get(plan.key)
                 return self._outcome(signal, Status.PENDING, fn, plan=plan, dry_run=dry_run,
                                      approval=_approval_info(rec),
                                      reasons=("waiting for a human's approval "
                                               f"(remediate approve {plan.key})",))
-            if claim.status == "claimed":
+            if claim.status == LedgerStatus.CLAIMED:
                 return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                      retryable=True, reasons=(
                                          "another worker holds this remediation right now",))
@@ -348,7 +378,7 @@ class Pipeline:
             outcome = self.handle(signal, via="sweep", requested=function)
             outcomes.append(outcome)
             if outcome.status is not Status.RETRY:
-                self.ledger.finish(str(rec["key"]), "swept", now=self.clock(),
+                self.ledger.finish(str(rec["key"]), LedgerStatus.SWEPT, now=self.clock(),
                                    reasons=[outcome.status.value, *outcome.reasons][:10])
         return outcomes
 
@@ -375,10 +405,10 @@ class Pipeline:
         the answer into "not acted on" (issue 15): the outcome still says what
         was done, with a warning that the ledger did not record it."""
         try:
-            self.ledger.finish(plan.key, status.value, now=self.clock(),
+            self.ledger.finish(plan.key, LedgerStatus(status.value), now=self.clock(),
                                decision=decision.as_dict() if decision else None,
                                reasons=list(reasons))
-        except Exception as exc:  # noqa: BLE001 - see the docstring
+        except Exception as exc:
             if not acted:
                 raise
             log.error("remediation %s was %s but the ledger could not record it: %s",
@@ -451,7 +481,8 @@ class Pipeline:
         the cluster as it is now, the claim takes the approved key, and the
         policy sees who approved."""
         if expires_at:  # a signed approval names the request it approves
-            current = self.ledger.get(key) or {}
+            record = self.ledger.get(key)
+            current: Mapping[str, Any] = record.as_dict() if record is not None else {}
             if current.get("status") == "pending" and \
                     _iso(float(current.get("expires_at") or 0)) != expires_at:
                 return Outcome(status=Status.REJECTED, function=str(current.get("function") or ""),
@@ -460,20 +491,20 @@ class Pipeline:
                                    f"(expiring {expires_at}); the pending one expires "
                                    f"{_iso(float(current.get('expires_at') or 0))}",))
         result = self.ledger.approve(key, approver=approver, now=self.clock())
-        rec = result.record or {}
-        if not result.ok and result.status != "approved":
+        rec = result.record
+        if not result.ok and result.status != LedgerStatus.APPROVED:
             # unknown or expired: nothing to release; anything else is finished
             status = Status.REJECTED if result.status in ("unknown", "expired") \
                 else Status.DUPLICATE
             why = {"unknown": f"no remediation {key} waits for approval",
                    "expired": f"the approval request {key} expired"}.get(
                        result.status, f"remediation {key} is already {result.status}")
-            return Outcome(status=status, function=str(rec.get("function") or ""),
-                           event_id=str(rec.get("event_id") or key), event_source="approval",
-                           reasons=(why,), dry_run=True)
-        signal = Signal.from_record(rec.get("signal") or {})
+            return Outcome(status=status, function=rec.function if rec else "",
+                           event_id=(rec.event_id if rec else "") or key,
+                           event_source="approval", reasons=(why,), dry_run=True)
+        signal = Signal.from_record(rec.signal if rec else {})
         log.warning("remediation %s approved by %s", key, approver)
-        outcome = self.handle(signal, via=via, requested=str(rec.get("function") or ""))
+        outcome = self.handle(signal, via=via, requested=rec.function if rec else "")
         if outcome.plan is not None and outcome.plan.key != key and \
                 outcome.status is not Status.RETRY:
             # the cluster changed since: this plan is another one, judged afresh
@@ -507,8 +538,8 @@ class Pipeline:
             try:
                 results = execute(plan, writer, dry_run=dry_run)
             except TemporaryError as exc:
-                if (not dry_run and getattr(exc, "unanswered", True)
-                        and any(step.verb in RELATIVE_VERBS for step in plan.steps)):
+                unanswered = exc.unanswered if isinstance(exc, DependencyUnavailable) else True
+                if not dry_run and unanswered and self._relative(plan):
                     return self._outcome(
                         signal, Status.RETRY, fn, plan=plan, decision=decision,
                         dry_run=dry_run, retryable=True,
@@ -529,7 +560,7 @@ class Pipeline:
             except ActionFailed as exc:
                 return self._final(signal, plan, Status.FAILED, dry_run=dry_run,
                                    decision=decision, reasons=(str(exc),),
-                                   results=getattr(exc, "results", []))
+                                   results=exc.results if isinstance(exc, StepFailed) else [])
             if not dry_run:
                 writer.record_event(
                     plan.target, reason="RemediationApplied",
@@ -552,6 +583,16 @@ class Pipeline:
                 log.warning("could not publish the applied outcome early: %s", exc)
         return replace(applied, verification=self._verify(plan, cluster, owners))
 
+    def _relative(self, plan: Plan) -> bool:
+        """Is the plan's action relative to the state it was planned on (a
+        scale-out adds replicas)? Then a write that may have landed unanswered
+        (a timeout, a reset, a gateway error; not a 429/503 refusal) keeps the
+        claim instead of releasing it: repeating it would act twice (the
+        planner reads the kept record: see scale_engine)."""
+        remediation = self.catalogue.get(plan.function)
+        spec = remediation.action(plan.action) if remediation is not None else None
+        return spec is not None and spec.relative
+
     def _owners(self, plan: Plan, cluster: str) -> dict[str, Any]:
         """Owners of the pods the plan removes, read before they are gone."""
         if not any(s.kind == "Pod" and s.verb in ("evict", "delete") for s in plan.steps):
@@ -569,7 +610,8 @@ class Pipeline:
         verdict, looks, unreadable = None, 0, ""
         while True:
             try:
-                verdict = verification.check(plan, self.cluster.facts(cluster), owners=owners)
+                verdict = verification.check(plan, self.cluster.facts(cluster), owners=owners,
+                                             catalogue=self.catalogue)
                 unreadable = ""
             except TemporaryError as exc:
                 unreadable = str(exc)
@@ -600,12 +642,13 @@ class Pipeline:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _approval_info(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": rec.get("key", ""), "expires_at": _iso(float(rec.get("expires_at") or 0)),
-            "approve": f"remediate approve {rec.get('key', '')}"}
+def _approval_info(rec: LedgerRecord | None) -> dict[str, Any]:
+    key = rec.key if rec is not None else ""
+    return {"id": key, "expires_at": _iso(rec.expires_at if rec is not None else 0.0),
+            "approve": f"remediate approve {key}"}
 
 
 def _requested_by(signal: Signal) -> str:

@@ -118,7 +118,7 @@ class Routes:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *,
                      lines: Mapping[tuple[str, Any], int] | None = None,
-                     source: str = "routes") -> "Routes":
+                     source: str = "routes") -> Routes:
         lines = lines or {}
 
         def where(section: str, key: Any) -> str:
@@ -160,7 +160,7 @@ class Routes:
         return cls(**parts, rules=tuple(rules), lines=MappingProxyType(dict(lines)),
                    source=source)
 
-    def check_functions(self, known: Collection[str]) -> "Routes":
+    def check_functions(self, known: Collection[str]) -> Routes:
         """Refuse a file that names a function not in ``known`` (line named);
         the result reads an alert's ``remediation`` label for those functions."""
         def refuse(section: str, key: Any, what: str, function: str) -> InvalidInput:

@@ -11,10 +11,12 @@ import logging
 from typing import Any
 
 from .actions.catalogue import CATALOGUE
-from .credentials import AmbientCredentials, CredentialBroker
+from .credentials import AmbientCredentials
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
+from .model import Outcome
 from .pipeline import STATS_WINDOW_SECONDS, Pipeline
+from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine
 from .routing import load_routes
 from .settings import PolicySettings, Settings
 
@@ -33,7 +35,7 @@ def build_credentials(settings: Settings) -> CredentialBroker:
     return AmbientCredentials(settings.cluster)
 
 
-def build_cluster(settings: Settings) -> Any:
+def build_cluster(settings: Settings) -> ClusterAccess:
     if settings.kube.snapshot:
         log.info("cluster: snapshot %s (plan only)", settings.kube.snapshot)
         return SnapshotAccess(SnapshotFacts.load(settings.kube.snapshot))
@@ -43,7 +45,7 @@ def build_cluster(settings: Settings) -> Any:
     return KubeAccess(settings.kube, clusters=(settings.cluster,))
 
 
-def load_policy_engine(settings: PolicySettings) -> Any:
+def load_policy_engine(settings: PolicySettings) -> PolicyEngine:
     """OPA server when OPA_URL is set, else the embedded Rego engine."""
     if settings.opa_url:
         from .clients.opa import OpaServerPolicyEngine
@@ -55,7 +57,7 @@ def load_policy_engine(settings: PolicySettings) -> Any:
     return EmbeddedPolicyEngine(settings)
 
 
-def build_ledger(settings: Settings) -> Any:
+def build_ledger(settings: Settings) -> Ledger:
     """``REMEDIATION_LEDGER``: empty = in-memory SQLite (one process), a path =
     a SQLite file shared by the processes of one machine, ``kubernetes`` = one
     Lease per key in the project's namespace (every replica, every node)."""
@@ -75,7 +77,7 @@ def build_ledger(settings: Settings) -> Any:
     return SQLiteLedger(settings.ledger.path)
 
 
-def build_publisher(settings: Settings) -> Any:
+def build_publisher(settings: Settings) -> OutcomeSink | None:
     """Send an outcome at once to ``REMEDIATION_OUTCOME_SINK``: an applied one
     while verification still runs, an approval request made on a path with no
     reply event (webhooks, replay); None when no sink is configured."""
@@ -86,7 +88,7 @@ def build_publisher(settings: Settings) -> Any:
 
     sink, timeout = settings.http.outcome_sink, settings.http.sink_timeout
 
-    def publish(outcome: Any) -> None:
+    def publish(outcome: Outcome) -> None:
         delivery = send(sink, outcome_event(outcome), timeout=timeout, attempts=2)
         if not delivery.ok:
             log.warning("outcome sink refused %s: %s %s", delivery.event_id, delivery.status,

@@ -7,9 +7,8 @@ Secrets are held as :class:`Secret`, whose repr never shows the value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
-
+from dataclasses import dataclass, field
 
 #: the prefix of every placeholder secret the manifests ship
 PLACEHOLDER_PREFIX = "CHANGE-ME"
@@ -214,7 +213,7 @@ class Settings:
                 if secret.reveal().strip().upper().startswith(PLACEHOLDER_PREFIX)]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         g = env.get
         return cls(
             dry_run=_bool(g("REMEDIATION_DRY_RUN"), True),

@@ -3,13 +3,16 @@ the pod off its node, then drain the node; driven by the ledger history."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from remediation.actions.base import INCIDENT_ANNOTATION, remediation_key
 from remediation.actions.drain_gpu_node import CORDONED_BY, DRAINED_FOR
 from remediation.actions.escalation import AVOID_NODES_ANNOTATION, choose_rung
-from remediation.actions.restart_engine import plan_restart
+from remediation.actions.restart_engine import LADDER_ACTIONS, plan_restart
 from remediation.model import NoPlan, ObjectRef, Plan, thaw
+from remediation.records import LedgerRecord
 
 from .gpu_fleet import NS, alert, ctx, deployment, fleet, node, pod
 
@@ -22,16 +25,17 @@ def hung(fingerprint: str = "now", **labels):
 
 
 def record(incident: str, action: str = "rollout-restart", status: str = "applied",
-           target: str = TARGET, key: str = "") -> dict:
-    return {"key": key or f"key-{incident}", "status": status, "action": action,
-            "target": target, "updated_at": 0.0, "plan": {"params": {"incident": incident}}}
+           target: str = TARGET, key: str = "") -> LedgerRecord:
+    return LedgerRecord.from_document({
+        "key": key or f"key-{incident}", "status": status, "action": action,
+        "target": target, "updated_at": 0.0, "plan": {"params": {"incident": incident}}})
 
 
 def history_of(*records, seen: list | None = None):
     def history(target: str, window: float):
         if seen is not None:
             seen.append((target, window))
-        return [r for r in records if r["target"] == target]
+        return [r for r in records if r.target == target]
     return history
 
 
@@ -150,10 +154,11 @@ def test_the_drain_rung_never_takes_over_someone_elses_cordon():
 def test_what_counts_as_an_earlier_failure(records, rung):
     sig = hung()
     # the current incident is recognised by key or by the incident in the plan params
-    records_fixed = [dict(r, plan={"params": {"incident": sig.incident}})
-                     if r["key"] == "key-now-incident" else r for r in records]
+    records_fixed = [dataclasses.replace(r, plan={"params": {"incident": sig.incident}})
+                     if r.key == "key-now-incident" else r for r in records]
     c = ctx(sig, vllm_fleet(), history=history_of(*records_fixed))
-    assert choose_rung(c, ObjectRef("Deployment", NS, "vllm"), "this-key").name == rung
+    assert choose_rung(c, ObjectRef("Deployment", NS, "vllm"), "this-key",
+                       ladder=LADDER_ACTIONS).name == rung
 
 
 def test_thresholds_window_and_switch_are_options():

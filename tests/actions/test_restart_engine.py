@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from types import MappingProxyType
 
 import pytest
@@ -14,7 +14,7 @@ from remediation.errors import InvalidInput
 from remediation.facts import SnapshotFacts
 from remediation.model import NoPlan, Plan, Signal, TYPE_ALERT_FIRING, thaw
 
-NOW = datetime(2026, 11, 1, 10, 7, 3, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 10, 7, 3, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -145,11 +145,13 @@ def test_registered_and_never_handles_resolved():
 def _attempt(sig, *, to: int, status: str = "claimed", key: str | None = None):
     """The ledger record a worker left when it died after claiming."""
     from remediation.model import ObjectRef
+    from remediation.records import LedgerRecord
 
     target = ObjectRef("Deployment", NS, "chat")
-    return {"key": key or remediation_key("scale-engine", sig, target), "status": status,
-            "target": str(target), "plan": {"params": {"from_replicas": to - 1,
-                                                       "to_replicas": to}}}
+    return LedgerRecord.from_document({
+        "key": key or remediation_key("scale-engine", sig, target), "status": status,
+        "target": str(target), "plan": {"params": {"from_replicas": to - 1,
+                                                   "to_replicas": to}}})
 
 
 def test_an_attempt_that_scaled_then_died_unrecorded_is_not_repeated():

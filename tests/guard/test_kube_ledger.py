@@ -128,7 +128,7 @@ def test_key_and_target_leases_have_valid_names_labels_and_holders(kube_emulator
     assert tgt["metadata"]["labels"][LEDGER_LABEL] == "target"
     assert tgt["spec"]["holderIdentity"] == "alert/ns:pod#1"  # the key holding the target
     assert json.loads(tgt["metadata"]["annotations"][RECORD_ANNOTATION])["expires_at"] == 160
-    assert [r["key"] for r in led.history()] == ["alert/ns:pod#1"]  # target Leases: no history
+    assert [r.key for r in led.history()] == ["alert/ns:pod#1"]  # target Leases: no history
 
 
 def _micro_text(ts: float) -> str:
@@ -182,7 +182,7 @@ def test_a_stale_resource_version_on_approve_gives_one_approval(kube_emulator, m
     store.before("replace", "rem-", lambda: other.approve("k", approver="alice", now=200))
     bob = led.approve("k", approver="bob", now=201)
     assert not bob.ok and bob.status == "approved"  # re-read after 409 Conflict
-    assert bob.record["approved_by"] == "alice" and bob.record["approved_at"] == 200
+    assert bob.record.approved_by == "alice" and bob.record.approved_at == 200
     assert int(lease(kube_emulator, key_lease_name("k"))["metadata"]["resourceVersion"]) \
         == int(rv) + 1  # exactly one write: alice's
     won = led.claim(plan("k"), holder="h2", event_id="e", now=202, ttl=60)
@@ -197,7 +197,7 @@ def test_a_stale_resource_version_on_retake_gives_one_winner(make):
     slow = led.claim(plan("k"), holder="slow", event_id="e", now=200, ttl=60)
     assert results[0].won
     assert not slow.won and slow.status == "claimed" and slow.holder == "fast"
-    assert led.get("k")["holder"] == "fast"
+    assert led.get("k").holder == "fast"
 
 
 def test_racing_creates_of_the_target_lease_give_one_winner(make):
@@ -345,8 +345,8 @@ def test_finish_after_a_concurrent_write_keeps_both(make):
         "k", "succeeded", detail="ready", now=101))
     led.finish("k", "applied", now=102, reasons=["done"])
     rec = led.get("k")
-    assert (rec["status"], rec["reasons"], rec["verification"]) == \
-        ("applied", ["done"], "succeeded")
+    assert (rec.status, rec.reasons, rec.verification) == \
+        ("applied", ("done",), "succeeded")
 
 
 # -- the API failing -----------------------------------------------------------------
@@ -375,7 +375,7 @@ def test_api_down_on_approve_and_finish_is_temporary(kube_emulator, make):
     with pytest.raises(DependencyUnavailable):
         led.finish("k", "applied", now=200)
     kube_emulator.clear_faults()
-    assert led.get("k")["status"] == "pending"
+    assert led.get("k").status == "pending"
     assert led.approve("k", approver="alice", now=201).ok
 
 

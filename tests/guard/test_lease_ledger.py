@@ -74,7 +74,7 @@ def test_racing_approvals_grant_once(kube_emulator):
                                 range(6)))
     granted = [r for r in results if r.ok]
     assert len(granted) == 1
-    assert led.get("k")["approved_by"] == granted[0].record["approved_by"]
+    assert led.get("k").approved_by == granted[0].record.approved_by
 
 
 def test_api_down_is_a_temporary_error_and_never_a_win(kube_emulator):

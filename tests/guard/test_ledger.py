@@ -5,6 +5,8 @@ verification, history and stats."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import multiprocessing as mp
 from typing import Any
 from collections.abc import Callable
@@ -74,7 +76,7 @@ def test_expired_claim_is_retaken_and_release_allows_retry(led):
 def test_release_by_another_holder_does_nothing(led):
     led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60)
     led.release("k1", holder="intruder")
-    assert led.get("k1")["holder"] == "a"
+    assert led.get("k1").holder == "a"
 
 
 def test_stats_count_actions_in_window(led):
@@ -90,7 +92,7 @@ def test_stats_count_actions_in_window(led):
     assert led.stats(mkplan("x", "a"), now=99999, window=60)["cluster_actions_in_window"] == 0
 
 
-def _claim_many(kind: str, where: str, holder: str, keys: list[str], out: "mp.Queue[int]") -> None:
+def _claim_many(kind: str, where: str, holder: str, keys: list[str], out: mp.Queue[int]) -> None:
     if kind == "sqlite":
         led: Any = SQLiteLedger(where)
     else:
@@ -142,12 +144,12 @@ def test_pending_approval_once_before_expiry(led):
     assert led.claim(mkplan(), holder="a", event_id="e", now=100, ttl=60).won
     led.hold("k1", holder="a", now=101, expires_at=200, signal={"id": "e"},
              decision={"allow": True, "needs_approval": True}, reasons=["risky"])
-    assert [r["key"] for r in led.pending(now=150)] == ["k1"]
-    assert led.pending(now=150)[0]["signal"] == {"id": "e"}
+    assert [r.key for r in led.pending(now=150)] == ["k1"]
+    assert led.pending(now=150)[0].signal == {"id": "e"}
     waiting = led.claim(mkplan(), holder="b", event_id="e", now=150, ttl=60)
     assert not waiting.won and waiting.status == "pending"  # a redelivery does not act
     ok = led.approve("k1", approver="alice", now=160)
-    assert ok.ok and ok.status == "approved" and ok.record["approved_by"] == "alice"
+    assert ok.ok and ok.status == "approved" and ok.record.approved_by == "alice"
     again = led.approve("k1", approver="bob", now=161)
     assert not again.ok and again.status == "approved"  # approved once
     won = led.claim(mkplan(), holder="b", event_id="e", now=162, ttl=60)
@@ -176,8 +178,8 @@ def test_pending_holds_the_target_window_and_verification_is_recorded(led):
     led.finish("c", "applied", now=104)
     led.record_verification("c", "failed", detail="rollout not complete in 60s", now=170)
     rec = led.get("c")
-    assert (rec["status"], rec["verification"]) == ("applied", "failed")
-    assert "rollout" in rec["verification_detail"]
+    assert (rec.status, rec.verification) == ("applied", "failed")
+    assert "rollout" in rec.verification_detail
 
 
 # -- history and stats windows ------------------------------------------------
@@ -185,7 +187,8 @@ def test_pending_holds_the_target_window_and_verification_is_recorded(led):
 #: the record every ledger's get/history returns (SQLiteLedger's columns)
 RECORD_FIELDS = {"key", "function", "action", "target", "status", "holder", "claimed_at",
                  "expires_at", "updated_at", "event_id", "plan", "decision", "reasons",
-                 "signal", "approved_by", "approved_at", "verification", "verification_detail"}
+                 "signal", "approved_by", "approved_at", "verification", "verification_detail",
+                 "approval_mac"}
 
 
 def test_history_per_target_newest_first_with_limit(led):
@@ -195,12 +198,12 @@ def test_history_per_target_newest_first_with_limit(led):
         led.finish(f"k{i}", status, now=1000 + i, decision={"allow": status != "denied"},
                    reasons=[status])
     a = led.history(target="Deployment/llm/a")
-    assert [r["key"] for r in a] == ["k3", "k2", "k0"]  # newest first, only that target
-    assert [r["status"] for r in a] == ["failed", "denied", "applied"]
-    assert a[1]["decision"] == {"allow": False} and a[1]["reasons"] == ["denied"]
-    assert a[2]["plan"]["target"]["name"] == "a" and a[2]["event_id"] == "e0"
-    assert [r["key"] for r in led.history(target="Deployment/llm/a", limit=2)] == ["k3", "k2"]
-    assert [r["key"] for r in led.history()] == ["k3", "k2", "k1", "k0"]  # cluster-wide
+    assert [r.key for r in a] == ["k3", "k2", "k0"]  # newest first, only that target
+    assert [r.status for r in a] == ["failed", "denied", "applied"]
+    assert a[1].decision == {"allow": False} and a[1].reasons == ("denied",)
+    assert a[2].plan["target"]["name"] == "a" and a[2].event_id == "e0"
+    assert [r.key for r in led.history(target="Deployment/llm/a", limit=2)] == ["k3", "k2"]
+    assert [r.key for r in led.history()] == ["k3", "k2", "k1", "k0"]  # cluster-wide
     assert led.history(target="Deployment/llm/nothing") == []
 
 
@@ -208,11 +211,11 @@ def test_get_and_history_return_the_same_record_fields(led):
     led.claim(mkplan(), holder="h", event_id="e", now=100, ttl=60)
     led.finish("k1", "applied", now=101)
     led.record_verification("k1", "succeeded", detail="ready", now=130)
-    assert set(led.get("k1")) == RECORD_FIELDS
+    assert {f.name for f in dataclasses.fields(led.get("k1"))} == RECORD_FIELDS
     (rec,) = led.history(target="Deployment/llm/vllm")
     assert rec == led.get("k1")
-    assert (rec["claimed_at"], rec["expires_at"], rec["updated_at"]) == (100, 160, 101)
-    assert (rec["verification"], rec["verification_detail"]) == ("succeeded", "ready")
+    assert (rec.claimed_at, rec.expires_at, rec.updated_at) == (100, 160, 101)
+    assert (rec.verification, rec.verification_detail) == ("succeeded", "ready")
     assert led.get("missing") is None
 
 
@@ -277,11 +280,11 @@ def test_history_by_status_keeps_actions_visible_behind_a_storm_of_denials(led):
     for i in range(150):
         led.claim(mkplan(f"denied-{i}"), holder="h", event_id="e", now=200 + i, ttl=60)
         led.finish(f"denied-{i}", "denied", now=200 + i)
-    assert "acted" not in [r["key"] for r in led.history(target="Deployment/llm/vllm")]
+    assert "acted" not in [r.key for r in led.history(target="Deployment/llm/vllm")]
     acted = led.history(target="Deployment/llm/vllm", statuses=TAKEN)
-    assert [(r["key"], r["status"]) for r in acted] == [("acted", "applied")]
-    assert led.history(target="Deployment/llm/vllm", statuses=("denied",), limit=2)[0][
-        "key"] == "denied-149"
+    assert [(r.key, r.status) for r in acted] == [("acted", "applied")]
+    assert led.history(target="Deployment/llm/vllm", statuses=("denied",),
+                       limit=2)[0].key == "denied-149"
 
 
 def test_an_old_sqlite_database_gets_the_new_indexes_once(tmp_path):

@@ -32,7 +32,7 @@ def broker() -> Iterator[BrokerStandIn]:
         protocol_version = "HTTP/1.1"  # keep-alive, as a real ingress
         disable_nagle_algorithm = True
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             with state.lock:

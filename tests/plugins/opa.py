@@ -79,7 +79,7 @@ class OpaStandIn:
             self.modules = modules
         return error
 
-    def start(self) -> "OpaStandIn":
+    def start(self) -> OpaStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):

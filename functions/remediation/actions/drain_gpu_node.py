@@ -27,8 +27,9 @@ cached per path).
 Actions (plan.action, for policy):
 
 - ``rollout-restart`` / ``delete-pod``: restart the workload using that GPU,
-  through the restart-engine planner itself (same resolution, paused check,
-  incident mark; ``options.restart_mode`` picks rollout | delete-pod);
+  through the same restart as restart-engine (:mod:`.kit.restart`: same
+  resolution, paused check, incident mark; ``options.restart_mode`` picks
+  rollout | delete-pod);
 - ``cordon-drain``: one merge patch of the Node (``spec.unschedulable: true``,
   the full new ``spec.taints`` list with ``nvidia.com/gpu-xid=<xid>:NoSchedule``,
   the ownership annotation ``inferenceremediation.io/cordoned-by=<incident>``
@@ -71,9 +72,8 @@ capacity or allocatable > 0: a node whose GPUs all went unhealthy still
 counts), ``cordoned_gpu_nodes`` (of those, unschedulable now) and
 ``cordoned_gpu_nodes_after`` (after this plan).
 
-The shared reads of GPU nodes and pods (requests, free GPUs, placement,
-drain candidates) live here too; rebalance-gpu-pods, scale-engine and the
-restart-engine escalation ladder import them.
+The cordon + drain itself (and which pods a drain evicts) is the kit's
+(:mod:`.kit.drain`), shared with the restart-engine escalation ladder.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -89,27 +89,37 @@ from typing import Any
 from ..errors import InvalidInput
 from ..events.binding import parse_time
 from ..events.names import check_name
-from ..facts import ClusterFacts, owner_of
-from ..model import TYPE_SPLUNK_RESULT, NoPlan, ObjectRef, Plan, Signal, Step, freeze, thaw
-from . import restart_engine
-from .base import PlanContext, Remediation, remediation_key
+from ..facts import owner_of
+from ..model import NoPlan, ObjectRef, Plan, Signal, Step, freeze, thaw
+from .base import ActionSpec, PlanContext, Remediation, Rule, VaultRole, remediation_key
+from .kit import checks
+from .kit.drain import (
+    CORDON_REASON,
+    CORDONED_BY,
+    DRAINED_FOR,
+    REBOOT_BOOT_ID,
+    REBOOT_LABEL,
+    REBOOT_REASON,
+    UNSCHEDULABLE_TAINT,
+    XID_TAINT_KEY,
+    owners_of_cordon,
+    plan_node_drain,
+    pod_key,
+)
+from .kit.gpu import GPU, cordon_counts, gpu_request, is_finished, is_gpu_node
+from .kit.nodes import ALERT_NODE_LABELS, SPLUNK_NODE_LABELS, node_from_signal
+from .kit.options import number
+from .kit.restart import plan_workload_restart
+from .kit.workload import workload_for_pod
+
+__all__ = ["CORDON_REASON", "CORDONED_BY", "DRAINED_FOR", "NAME", "REBOOT_BOOT_ID",
+           "REBOOT_LABEL", "REBOOT_REASON", "REMEDIATION", "XID_TAINT_KEY",
+           "plan_drain_gpu_node", "plan_recovery", "xid_table", "xids_from_signal",
+           "xids_from_text"]
 
 NAME = "drain-gpu-node"
-GPU = "nvidia.com/gpu"
-CORDONED_BY = "inferenceremediation.io/cordoned-by"
-CORDON_REASON = "inferenceremediation.io/cordon-reason"
-DRAINED_FOR = "inferenceremediation.io/drained-for"
-REBOOT_LABEL = "inferenceremediation.io/reboot-required"
-REBOOT_REASON = "inferenceremediation.io/reboot-reason"
-REBOOT_BOOT_ID = "inferenceremediation.io/reboot-requested-boot-id"
-XID_TAINT_KEY = "nvidia.com/gpu-xid"
-UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-ALERT_NODE_LABELS = ("kubernetes_node", "node", "Hostname")
-SPLUNK_NODE_LABELS = ("host", "kubernetes_node", "node")
 POD_MAPPING = (("exported_namespace", "exported_pod"), ("namespace", "pod"))
 XID_ACTIONS = ("ignore", "restart-app", "drain", "drain-and-reboot")  # by severity
-EVICT_DEADLINE_SECONDS = 120
 HEALTHY_DELAY_SECONDS = 300
 
 #: the kernel's Xid line: "NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, ..."
@@ -119,336 +129,8 @@ XID_LINE = re.compile(
 _XID_VALUE = re.compile(r"[0-9]{1,4}(?:\.0+)?")
 
 
-def _no(reason: str, target: ObjectRef | None = None, *, function: str = NAME,
-        already_done: bool = False) -> NoPlan:
-    return NoPlan(function, (reason,), target, already_done=already_done)
-
-
-# -- fleet reads (shared) ----------------------------------------------------------
-
-def quantity(value: Any) -> int:
-    """An extended-resource quantity (whole numbers: "8", 8, "2k") as int."""
-    text = str(value if value is not None else "0").strip()
-    scale = {"k": 1000, "M": 1000**2, "G": 1000**3}.get(text[-1:], 1)
-    try:
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
-        return 0
-
-
-def gpu_request(pod_spec: Mapping[str, Any] | None) -> int:
-    """GPUs a pod (spec or template spec) requests: limits stand in for
-    requests (extended resources), init containers count as the scheduler does."""
-    def of(c: Mapping[str, Any]) -> int:
-        res = c.get("resources") or {}
-        got = (res.get("requests") or {}).get(GPU)
-        return quantity(got if got is not None else (res.get("limits") or {}).get(GPU))
-
-    spec = pod_spec or {}
-    main = sum(of(c) for c in spec.get("containers") or [])
-    init = max((of(c) for c in spec.get("initContainers") or []), default=0)
-    return max(main, init)
-
-
-def is_finished(pod: Mapping[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def node_gpus(node: Mapping[str, Any], field: str = "allocatable") -> int:
-    return quantity(((node.get("status") or {}).get(field) or {}).get(GPU))
-
-
-def is_gpu_node(node: Mapping[str, Any]) -> bool:
-    return node_gpus(node) > 0 or node_gpus(node, "capacity") > 0
-
-
-def node_ready(node: Mapping[str, Any]) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
-
-
-def _tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t.get("key") == taint.get("key"):
-                return True
-        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (
-                taint.get("value") or ""):
-            return True
-    return False
-
-
-def _node_term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    fields = {"metadata.name": node["metadata"]["name"]}
-    for source, have in (("matchExpressions", labels), ("matchFields", fields)):
-        for e in term.get(source) or []:
-            key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
-            present = key in have
-            ok = {"In": present and have.get(key) in values,
-                  "NotIn": not present or have.get(key) not in values,
-                  "Exists": present, "DoesNotExist": not present}.get(op, True)
-            if not ok:
-                return False
-    return True
-
-
-def node_accepts(node: Mapping[str, Any], pod_spec: Mapping[str, Any] | None) -> bool:
-    """Would the scheduler consider ``node`` for this pod (spec or template)?
-    Schedulable, Ready, taints tolerated, nodeSelector and required node
-    affinity satisfied. Resources are checked by :class:`GpuPlacement`."""
-    spec = pod_spec or {}
-    if (node.get("spec") or {}).get("unschedulable") or not node_ready(node):
-        return False
-    tolerations = spec.get("tolerations") or []
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(
-                tolerations, taint):
-            return False
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
-        return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = required.get("nodeSelectorTerms") or []
-    return not terms or any(_node_term_matches(t, node) for t in terms)
-
-
-class GpuPlacement:
-    """Free GPUs per node (allocatable minus the requests of the node's
-    non-finished pods) and a first-fit simulation, so two pods never claim
-    the same free GPU. Pending GPU pods are placed first: they will take
-    capacity before anything we add."""
-
-    def __init__(self, facts: ClusterFacts, *, exclude: Sequence[str] = ()) -> None:
-        self.nodes = [n for n in facts.list("Node")
-                      if is_gpu_node(n) and n["metadata"]["name"] not in exclude]
-        used: dict[str, int] = {}
-        pending: list[Mapping[str, Any]] = []
-        for pod in facts.list("Pod"):
-            if is_finished(pod) or (gpus := gpu_request(pod.get("spec"))) <= 0:
-                continue
-            where = (pod.get("spec") or {}).get("nodeName")
-            if where:
-                used[where] = used.get(where, 0) + gpus
-            else:
-                pending.append(pod)
-        self.free = {n["metadata"]["name"]: node_gpus(n) - used.get(n["metadata"]["name"], 0)
-                     for n in self.nodes}
-        for pod in pending:
-            self.place(pod.get("spec"))
-
-    def place(self, pod_spec: Mapping[str, Any] | None) -> str:
-        """Claim GPUs on the first node that fits; the node name, or ""."""
-        need = gpu_request(pod_spec)
-        for node in self.nodes:
-            name = node["metadata"]["name"]
-            if self.free[name] >= need and node_accepts(node, pod_spec):
-                self.free[name] -= need
-                return name
-        return ""
-
-    def total_free(self, pod_spec: Mapping[str, Any] | None = None) -> int:
-        return sum(max(0, f) for n, f in self.free.items()
-                   if pod_spec is None or node_accepts(self._node(n), pod_spec))
-
-    def _node(self, name: str) -> Mapping[str, Any]:
-        return next(n for n in self.nodes if n["metadata"]["name"] == name)
-
-
-def cordon_counts(facts: ClusterFacts, node_name: str, *, cordon: bool) -> dict[str, int]:
-    """Circuit-breaker facts: GPU nodes, cordoned now, cordoned after the plan."""
-    gpu_nodes = [n for n in facts.list("Node") if is_gpu_node(n)]
-    cordoned = {n["metadata"]["name"] for n in gpu_nodes
-                if (n.get("spec") or {}).get("unschedulable")}
-    after = set(cordoned)
-    if cordon and any(n["metadata"]["name"] == node_name for n in gpu_nodes):
-        after.add(node_name)
-    return {"gpu_nodes": len(gpu_nodes), "cordoned_gpu_nodes": len(cordoned),
-            "cordoned_gpu_nodes_after": len(after)}
-
-
-def node_from_signal(signal: Signal) -> str:
-    """The node an alert or Splunk result names ("" when none); InvalidInput
-    for a value that is not a node name."""
-    names = SPLUNK_NODE_LABELS if signal.type == TYPE_SPLUNK_RESULT else ALERT_NODE_LABELS
-    for label in names:
-        value = signal.labels.get(label)
-        if value:
-            return check_name(value.lower() if label in ("Hostname", "host") else value,
-                              f"labels.{label}")
-    return ""
-
-
-def _flag(options: Mapping[str, Any], key: str) -> bool:
-    value = options.get(key, False)
-    return value is True or str(value).lower() in ("true", "yes", "1")
-
-
-def _number(options: Mapping[str, Any], key: str, default: float) -> float:
-    try:
-        value = float(options.get(key, default))
-    except (TypeError, ValueError):
-        raise InvalidInput(f"options.{key}: expected a number", f"options.{key}") from None
-    if value < 0:
-        raise InvalidInput(f"options.{key}: must not be negative", f"options.{key}")
-    return value
-
-
-def pod_key(pod: Mapping[str, Any]) -> str:
-    return f"{pod['metadata'].get('namespace', '')}/{pod['metadata']['name']}"
-
-
-def evict_step(pod: Mapping[str, Any], why: str, options: Mapping[str, Any]) -> Step:
-    """An eviction with a UID precondition (a StatefulSet's replacement pod
-    with the same name is never hit). Grace period: the pod's own unless
-    ``options.grace_period_seconds``."""
-    body: dict[str, Any] = {}
-    if uid := pod["metadata"].get("uid"):
-        body["preconditions"] = {"uid": uid}
-    if "grace_period_seconds" in options:
-        body["gracePeriodSeconds"] = int(_number(options, "grace_period_seconds", 30))
-    return Step("evict", "Pod", pod["metadata"].get("namespace", ""), pod["metadata"]["name"],
-                why, freeze(body))
-
-
-@dataclasses.dataclass
-class DrainSelection:
-    evict: list[dict[str, Any]]
-    skipped: list[dict[str, str]]
-    unmanaged: list[str]
-    local_data: list[str]
-
-
-def drain_selection(facts: ClusterFacts, node_name: str,
-                    options: Mapping[str, Any]) -> DrainSelection:
-    """The node's GPU pods to evict, as ``kubectl drain`` chooses them."""
-    sel = DrainSelection([], [], [], [])
-    consent_unmanaged = _flag(options, "delete_unmanaged")
-    consent_local = _flag(options, "delete_local_data")
-    leave_ns = {str(n) for n in options.get("skip_namespaces") or ()}
-    for pod in facts.list("Pod", None, node=node_name):
-        if is_finished(pod) or gpu_request(pod.get("spec")) <= 0:
-            continue  # finished pods hold nothing; non-GPU pods stay
-        meta, key = pod["metadata"], pod_key(pod)
-        owner = owner_of(pod)
-        local = any("emptyDir" in v for v in (pod.get("spec") or {}).get("volumes") or [])
-        reason = ""
-        if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
-            reason = "mirror (static) pod: the kubelet owns it, as kubectl drain skips it"
-        elif owner is not None and owner.get("kind") == "DaemonSet":
-            reason = "DaemonSet pod: ignored, as kubectl drain does"
-        elif meta.get("deletionTimestamp"):
-            reason = "already terminating"
-        elif meta.get("namespace", "") in leave_ns:
-            reason = "its namespace is in skip_namespaces: left to its owners"
-        elif owner is None and not consent_unmanaged:
-            reason = "no controller would recreate it: needs delete_unmanaged consent"
-        elif local and not consent_local:
-            reason = "emptyDir data would be lost: needs delete_local_data consent"
-        if reason:
-            sel.skipped.append({"pod": key, "reason": reason})
-            continue
-        sel.evict.append(pod)
-        if owner is None:
-            sel.unmanaged.append(key)
-        if local:
-            sel.local_data.append(key)
-    return sel
-
-
-def owners_of_cordon(node: Mapping[str, Any]) -> list[str]:
-    value = ((node.get("metadata") or {}).get("annotations") or {}).get(CORDONED_BY, "")
-    return [v for v in str(value).split(",") if v]
-
-
-def plan_node_drain(ctx: PlanContext, node: Mapping[str, Any], *, function: str, action: str,
-                    why: str, key: str, taint: Mapping[str, str] | None = None,
-                    reboot_reason: str = "", annotations: Mapping[str, str] | None = None,
-                    params: Mapping[str, Any] | None = None) -> Plan | NoPlan:
-    """Cordon (+ taint, + reboot mark) the node in one merge patch, then evict
-    its GPU pods. NoPlan when someone else cordoned it, or all is done."""
-    incident = ctx.signal.incident
-    name = node["metadata"]["name"]
-    ref = ObjectRef("Node", "", name)
-    meta, spec = node.get("metadata") or {}, node.get("spec") or {}
-    owners = owners_of_cordon(node)
-    if spec.get("unschedulable") and not owners:
-        return _no(f"{ref} was cordoned by someone else (no {CORDONED_BY} annotation): "
-                   "not touching it", ref, function=function)
-    have_ann = meta.get("annotations") or {}
-    new_ann: dict[str, Any] = {}
-    # A Splunk result never resolves, and each scheduled run of the search is a
-    # new "incident" for the same log line: it takes ownership of an uncordoned
-    # node, but never piles onto a cordon we already hold.
-    splunk_repeat = bool(owners) and ctx.signal.type == TYPE_SPLUNK_RESULT
-    if incident not in owners and not splunk_repeat:
-        new_ann[CORDONED_BY] = ",".join(owners + [incident])
-    if not owners:
-        new_ann[CORDON_REASON] = why[:500]
-    for k, v in (annotations or {}).items():
-        if have_ann.get(k) != v:
-            new_ann[k] = v
-    patch: dict[str, Any] = {"metadata": {}, "spec": {}}
-    if not spec.get("unschedulable"):
-        patch["spec"]["unschedulable"] = True
-    taints = list(spec.get("taints") or [])
-    if taint and not any(t.get("key") == taint["key"] and t.get("effect") == taint["effect"]
-                         for t in taints):
-        patch["spec"]["taints"] = taints + [dict(taint)]
-    labels = meta.get("labels") or {}
-    if reboot_reason and labels.get(REBOOT_LABEL) != "true":
-        patch["metadata"]["labels"] = {REBOOT_LABEL: "true"}
-        new_ann[REBOOT_REASON] = reboot_reason[:500]
-        new_ann[REBOOT_BOOT_ID] = ((node.get("status") or {}).get("nodeInfo") or {}).get(
-            "bootID", "")
-    if new_ann:
-        patch["metadata"]["annotations"] = new_ann
-    steps: list[Step] = []
-    changes = bool(new_ann or patch["spec"] or patch["metadata"].get("labels"))
-    if changes:
-        if meta.get("resourceVersion"):
-            patch["metadata"]["resourceVersion"] = meta["resourceVersion"]
-        if not patch["metadata"]:
-            del patch["metadata"]
-        if not patch["spec"]:
-            del patch["spec"]
-        steps.append(Step("patch", "Node", "", name,
-                          f"{why}: cordon{' + taint' if 'taints' in patch.get('spec', {}) else ''}"
-                          f"{' + mark reboot' if reboot_reason else ''} (kubectl drain order)",
-                          freeze(patch), patch_type="merge"))
-    sel = drain_selection(ctx.facts, name, ctx.options)
-    steps += [evict_step(p, f"{why}: drain GPU pod off {name}", ctx.options) for p in sel.evict]
-    if not steps:
-        return _no(f"{ref} is already cordoned by us and has no GPU pods left to evict",
-                   ref, function=function, already_done=True)
-    evicted = [pod_key(p) for p in sel.evict]
-    reasons = [f"{'cordon' if changes else 'keep cordon on'} {ref}"
-               + (f", taint {taint['key']}={taint['value']}:{taint['effect']}" if taint else "")
-               + (", mark reboot-required" if reboot_reason else ""),
-               f"evict {len(evicted)} GPU pod(s): {', '.join(evicted) or 'none'}"]
-    reasons += [f"left {s['pod']}: {s['reason']}" for s in sel.skipped]
-    all_params: dict[str, Any] = {
-        "node": name, "incident": incident, "reason": why,
-        "cordon": True, "already_cordoned_by_us": bool(owners),
-        "taint": f"{taint['key']}={taint['value']}:{taint['effect']}" if taint else "",
-        "mark_reboot": bool(reboot_reason),
-        **cordon_counts(ctx.facts, name, cordon=True),
-        "evict_count": len(evicted), "evict_pods": evicted,
-        "evict_namespaces": sorted({k.split("/", 1)[0] for k in evicted}),
-        "skipped_pods": sel.skipped,
-        "delete_unmanaged": _flag(ctx.options, "delete_unmanaged"),
-        "delete_local_data": _flag(ctx.options, "delete_local_data"),
-        "unmanaged_pods": sel.unmanaged, "local_data_pods": sel.local_data,
-        "evict_deadline_seconds": _number(ctx.options, "evict_deadline_seconds",
-                                          EVICT_DEADLINE_SECONDS),
-        **dict(params or {}),
-    }
-    return Plan(function, action, ref, tuple(steps), tuple(reasons), key, freeze(all_params))
+def _no(reason: str, target: ObjectRef | None = None) -> NoPlan:
+    return NoPlan(NAME, (reason,), target)
 
 
 # -- Xid classification ------------------------------------------------------------
@@ -540,7 +222,7 @@ def _restart_app(ctx: PlanContext, node_name: str, xid: int, facts_params: dict[
             owner = owner_of(p)
             if owner is not None and owner.get("kind") == "DaemonSet":
                 continue
-            w = restart_engine._workload_for_pod(ctx, p)
+            w = workload_for_pod(ctx.facts, p, function=NAME)
             workloads.setdefault(str(w.target if isinstance(w, NoPlan) else w), p)
         candidates = sorted(workloads)
         if not candidates:
@@ -554,9 +236,9 @@ def _restart_app(ctx: PlanContext, node_name: str, xid: int, facts_params: dict[
         pod = workloads[candidates[0]]
     labels = {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]}
     inner = PlanContext(dataclasses.replace(s, labels=freeze(labels)), ctx.facts, ctx.now,
-                        freeze({"mode": ctx.options.get("restart_mode", "rollout"),
-                                "escalation": False}), ctx.history)
-    planned = restart_engine.plan_restart(inner)
+                        freeze({"mode": ctx.options.get("restart_mode", "rollout")}),
+                        ctx.history)
+    planned = plan_workload_restart(inner, function=NAME)  # no escalation ladder here
     if isinstance(planned, NoPlan):
         return NoPlan(NAME, planned.reasons, planned.target, already_done=planned.already_done)
     return Plan(NAME, planned.action, planned.target, planned.steps,
@@ -622,7 +304,7 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
     if ends_at is None or ends_at.year < 2:
         return _no(f"resolved alert for {ref} has no endsAt: cannot tell how long it is healthy",
                    ref)
-    delay = _number(ctx.options, "healthy_delay_seconds", HEALTHY_DELAY_SECONDS)
+    delay = number(ctx.options, "healthy_delay_seconds", HEALTHY_DELAY_SECONDS)
     healthy = (ctx.now - ends_at).total_seconds()
     # Ownership first: a node we did not cordon for this incident is answered
     # at once, never after the healthy delay.
@@ -692,10 +374,50 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
                              **counts}))
 
 
+_DRAIN_POLICY = {"kinds": ["Node", "Pod"], "verbs": ["patch", "evict"], "max_steps": 120,
+                 "max_per_target_in_window": 1, "max_evictions": 110, "approval": False}
+
 REMEDIATION = Remediation(
     name=NAME,
     summary="NVIDIA Xid fault: restart the app, cordon+taint+drain the node, or mark it for "
             "reboot (classification table as data); uncordon our own cordon when resolved",
+    purpose="Cordon a failed GPU node and evict its pods (cluster-scoped: ClusterRoleBinding).",
     planner=plan_drain_gpu_node,
     handles_resolved=True,
+    actions=(
+        ActionSpec("cordon-drain", checks.node_drained),
+        ActionSpec("mark-reboot", checks.node_drained),
+        ActionSpec("uncordon", checks.node_released),
+        # Xids that only need the app on that GPU restarted (kit.restart)
+        ActionSpec("rollout-restart", checks.rollout_complete),
+        ActionSpec("delete-pod", checks.pod_replaced),
+    ),
+    labels=(ALERT_NODE_LABELS, SPLUNK_NODE_LABELS, ("xid", "value"), ("gpu",), ("UUID",),
+            ("modelName",), ("exported_namespace", "namespace"), ("exported_pod", "pod")),
+    rbac=(
+        Rule(("",), ("nodes",), ("get", "list", "patch")),
+        Rule(("",), ("pods",), ("get", "list", "delete"),
+             why="delete: an application Xid's restart in delete-pod mode"),
+        Rule(("",), ("pods/eviction",), ("create",)),
+        Rule(("apps",), ("replicasets",), ("get", "list"),
+             why="Application Xids (13, 31, 43, 45, 68) restart the GPU pod's workload as "
+                 "restart-engine does (the realstack tier's RBAC test found this missing)."),
+        Rule(("apps",), ("deployments", "statefulsets"), ("get", "list", "patch")),
+        Rule(("policy",), ("poddisruptionbudgets",), ("get", "list")),
+        Rule(("",), ("namespaces",), ("get",)),
+        Rule(("",), ("events",), ("create",)),
+    ),
+    vault=VaultRole(rules=(
+        Rule(("",), ("nodes",), ("get", "list", "patch")),
+        Rule(("",), ("pods",), ("list", "delete")),
+        Rule(("apps",), ("deployments", "statefulsets"), ("get", "patch")),
+        Rule(("",), ("pods/eviction",), ("create",)),
+        Rule(("",), ("events",), ("create",)),
+    ), role_type="ClusterRole", namespaces=("remediation",)),
+    policy_data={
+        "cordon-drain": {**_DRAIN_POLICY, "max_per_window": 5},
+        "mark-reboot": {**_DRAIN_POLICY, "max_per_window": 3},
+        "uncordon": {"kinds": ["Node"], "verbs": ["patch"], "max_steps": 2,
+                     "max_per_target_in_window": 5, "max_per_window": 20, "approval": False},
+    },
 )

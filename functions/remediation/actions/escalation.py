@@ -7,7 +7,8 @@ remediated for the same workload within ``options.escalation_window_seconds``
 (default 3600) from ``ctx.history(str(workload), window)``: ledger records
 whose status is ``applied``, ``partial`` or ``claimed`` (an action taken, in
 part, or in flight),
-whose action is one of the ladder's, and which belong to another incident
+whose action is on the ladder (the actions restart-engine declares with a
+``ladder`` rung), and which belong to another incident
 (another remediation key; a redelivery of this incident never climbs). An
 incident whose fix failed verification (``verification == "failed"`` on its
 record) counts twice. With ``n`` counted this way:
@@ -38,8 +39,8 @@ rollout, counts as done; a PDB makes it wait). For a StatefulSet with
 removes it: the annotation names the nodes. Tainting the node instead would
 push every other workload away from a node that only this one fails on.
 
-Drain: cordon + evict the GPU pods of the failing pod's node (the
-drain-gpu-node builder: never a node someone else cordoned), annotated
+Drain: cordon + evict the GPU pods of the failing pod's node (the kit's
+drain, as drain-gpu-node makes it: never a node someone else cordoned), annotated
 ``inferenceremediation.io/drained-for=<workload>``. The ladder stops there:
 if another node is still cordoned with that annotation for this workload,
 the failures follow the workload, not a node, and the answer is NoPlan
@@ -51,17 +52,19 @@ a GPU-health signal): ``kubectl uncordon`` them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..facts import selector_matches
 from ..model import NoPlan, ObjectRef, Plan, Step, freeze
-from . import drain_gpu_node as drain
+from ..records import COUNTED
 from .base import INCIDENT_ANNOTATION, PlanContext, remediation_key
+from .kit.drain import DRAINED_FOR, EVICT_DEADLINE_SECONDS, evict_step, plan_node_drain, pod_key
+from .kit.gpu import GpuPlacement, gpu_request, is_finished
+from .kit.nodes import node_from_signal
+from .kit.options import flag, number
 
-LADDER_ACTIONS = frozenset({"rollout-restart", "delete-pod", "reschedule-pod", "cordon-drain"})
-COUNTED_STATUSES = frozenset({"applied", "claimed", "partial"})
 AVOID_NODES_ANNOTATION = "inferenceremediation.io/avoid-nodes"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 WINDOW_SECONDS = 3600
@@ -76,23 +79,24 @@ class Rung:
     window: float
 
 
-def choose_rung(ctx: PlanContext, target: ObjectRef, key: str) -> Rung:
-    """Which rung this incident is on (pure: history comes from ``ctx``)."""
+def choose_rung(ctx: PlanContext, target: ObjectRef, key: str, *,
+                ladder: Collection[str]) -> Rung:
+    """Which rung this incident is on (pure: history comes from ``ctx``).
+    ``ladder``: the actions on the ladder (the remediation declares them)."""
     opts = ctx.options
-    window = drain._number(opts, "escalation_window_seconds", WINDOW_SECONDS)
-    reschedule_after = int(drain._number(opts, "escalation_reschedule_after", RESCHEDULE_AFTER))
-    drain_after = int(drain._number(opts, "escalation_drain_after", DRAIN_AFTER))
+    window = number(opts, "escalation_window_seconds", WINDOW_SECONDS)
+    reschedule_after = int(number(opts, "escalation_reschedule_after", RESCHEDULE_AFTER))
+    drain_after = int(number(opts, "escalation_drain_after", DRAIN_AFTER))
     incidents: set[str] = set()
     unverified: set[str] = set()
     for i, rec in enumerate(ctx.history(str(target), window)):
-        if rec.get("status") not in COUNTED_STATUSES or rec.get("action") not in LADDER_ACTIONS:
+        if rec.status not in COUNTED or rec.action not in ladder:
             continue
-        params = (rec.get("plan") or {}).get("params") or {}
-        incident = str(params.get("incident") or rec.get("key") or f"record-{i}")
-        if rec.get("key") == key or incident == ctx.signal.incident:
+        incident = rec.incident or rec.key or f"record-{i}"
+        if rec.key == key or incident == ctx.signal.incident:
             continue
         incidents.add(incident)
-        if rec.get("verification") == "failed":
+        if rec.verification == "failed":
             unverified.add(incident)
     # A fix whose verification failed (the rollout never completed, the pod
     # never came back) did not even take: it counts twice, so the ladder
@@ -103,12 +107,13 @@ def choose_rung(ctx: PlanContext, target: ObjectRef, key: str) -> Rung:
 
 
 def escalate(ctx: PlanContext, function: str, target: ObjectRef,
-             pod: Mapping[str, Any] | None, key: str) -> Plan | NoPlan | None:
+             pod: Mapping[str, Any] | None, key: str, *,
+             ladder: Collection[str]) -> Plan | NoPlan | None:
     """The escalated plan for ``target``, or None: plan the plain restart."""
     opts = ctx.options
-    if "escalation" in opts and not drain._flag(opts, "escalation"):
+    if "escalation" in opts and not flag(opts, "escalation"):
         return None
-    rung = choose_rung(ctx, target, key)
+    rung = choose_rung(ctx, target, key, ladder=ladder)
     if rung.name == "restart":
         return None
     workload = ctx.facts.get(target.kind, target.namespace, target.name)
@@ -118,7 +123,7 @@ def escalate(ctx: PlanContext, function: str, target: ObjectRef,
     if ((template.get("metadata") or {}).get("annotations") or {}).get(
             INCIDENT_ANNOTATION) == ctx.signal.incident:
         return None  # already acted on for this incident: the restart path says so
-    node_name = ((pod or {}).get("spec") or {}).get("nodeName") or drain.node_from_signal(
+    node_name = ((pod or {}).get("spec") or {}).get("nodeName") or node_from_signal(
         ctx.signal)
     node = ctx.facts.get("Node", "", node_name) if node_name else None
     if node is None:
@@ -158,13 +163,13 @@ def _reschedule(ctx: PlanContext, function: str, target: ObjectRef,
     terms = _avoid_terms(tspec, hostname)
     tspec.setdefault("affinity", {}).setdefault("nodeAffinity", {})[
         "requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
-    fits_on = drain.GpuPlacement(ctx.facts, exclude=(node_name,)).place(tspec)
-    if drain.gpu_request(tspec) > 0 and not fits_on:
+    fits_on = GpuPlacement(ctx.facts, exclude=(node_name,)).place(tspec)
+    if gpu_request(tspec) > 0 and not fits_on:
         return None  # nowhere to go: moving it would only leave it Pending
     selector = (workload.get("spec") or {}).get("selector")
     pods = [p for p in ctx.facts.list("Pod", target.namespace, node=node_name)
             if selector_matches(selector, (p["metadata"].get("labels") or {}))
-            and not drain.is_finished(p)]
+            and not is_finished(p)]
     avoid = [a for a in ((template.get("metadata") or {}).get("annotations") or {})
              .get(AVOID_NODES_ANNOTATION, "").split(",") if a]
     patch = {"spec": {"template": {
@@ -176,17 +181,17 @@ def _reschedule(ctx: PlanContext, function: str, target: ObjectRef,
     }}}
     steps = [Step("patch", target.kind, target.namespace, target.name,
                   f"{why}: keep its pods off {hostname} (node affinity NotIn)", freeze(patch))]
-    steps += [drain.evict_step(p, f"{why}: move it off {node_name}", ctx.options) for p in pods]
-    evicted = [drain.pod_key(p) for p in pods]
+    steps += [evict_step(p, f"{why}: move it off {node_name}", ctx.options) for p in pods]
+    evicted = [pod_key(p) for p in pods]
     return Plan(function, "reschedule-pod", target, tuple(steps),
                 (f"escalate: {target} avoids node {hostname} from now on",
                  f"evict {', '.join(evicted) or 'no pod (already gone)'} from {node_name}"
                  + (f"; a GPU fits on {fits_on}" if fits_on else "")),
                 key, freeze({**params, "hostname": hostname, "evict_pods": evicted,
                              "evict_count": len(evicted), "fits_on": fits_on,
-                             "evict_deadline_seconds": drain._number(
+                             "evict_deadline_seconds": number(
                                  ctx.options, "evict_deadline_seconds",
-                                 drain.EVICT_DEADLINE_SECONDS)}))
+                                 EVICT_DEADLINE_SECONDS)}))
 
 
 def _drain(ctx: PlanContext, function: str, target: ObjectRef, node: Mapping[str, Any],
@@ -194,7 +199,7 @@ def _drain(ctx: PlanContext, function: str, target: ObjectRef, node: Mapping[str
     node_name = node["metadata"]["name"]
     for other in ctx.facts.list("Node"):
         drained_for = ((other["metadata"].get("annotations") or {})
-                       .get(drain.DRAINED_FOR, "").split(","))
+                       .get(DRAINED_FOR, "").split(","))
         if (other["metadata"]["name"] != node_name and str(target) in drained_for
                 and (other.get("spec") or {}).get("unschedulable")):
             reason = (f"escalation exhausted: {other['metadata']['name']} is still cordoned "
@@ -202,10 +207,10 @@ def _drain(ctx: PlanContext, function: str, target: ObjectRef, node: Mapping[str
                       "the workload, not a node; needs a human")
             return NoPlan(function, (reason,), target)
     have = [a for a in ((node["metadata"].get("annotations") or {})
-                        .get(drain.DRAINED_FOR, "").split(",")) if a]
+                        .get(DRAINED_FOR, "").split(",")) if a]
     ref = ObjectRef("Node", "", node_name)
-    return drain.plan_node_drain(
+    return plan_node_drain(
         ctx, node, function=function, action="cordon-drain", why=why,
         key=remediation_key(function, ctx.signal, ref),
-        annotations={drain.DRAINED_FOR: ",".join(sorted(set(have + [str(target)])))},
+        annotations={DRAINED_FOR: ",".join(sorted(set(have + [str(target)])))},
         params=params)

@@ -35,8 +35,12 @@ from typing import Any
 
 from ..facts import ClusterFacts, owner_of, pod_is_ready, selector_matches
 from ..model import NoPlan, ObjectRef, Plan, freeze
-from . import drain_gpu_node as drain
-from .base import PlanContext, Remediation, remediation_key
+from .base import ActionSpec, PlanContext, Remediation, Rule, VaultRole, remediation_key
+from .kit import checks
+from .kit.drain import EVICT_DEADLINE_SECONDS, drain_selection, evict_step, pod_key
+from .kit.gpu import GpuPlacement, gpu_request, is_finished
+from .kit.nodes import ALERT_NODE_LABELS, node_from_signal
+from .kit.options import flag, number
 
 NAME = "rebalance-gpu-pods"
 
@@ -101,7 +105,7 @@ def disruptions_allowed(facts: ClusterFacts, pdb: Mapping[str, Any]) -> int:
     ns = pdb["metadata"].get("namespace", "")
     pods = [p for p in facts.list("Pod", ns)
             if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
-            and not drain.is_finished(p)]
+            and not is_finished(p)]
     healthy = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get(
         "deletionTimestamp"))
     controllers = dict(_workload(facts, p) for p in pods)
@@ -123,16 +127,16 @@ def plan_rebalance(ctx: PlanContext) -> Plan | NoPlan:
     s, facts = ctx.signal, _Memo(ctx.facts)
     if s.status != "firing":
         return _no("resolved alert: nothing to rebalance")
-    node_name = drain.node_from_signal(s)
+    node_name = node_from_signal(s)
     if not node_name:
         return _no("alert names no node (labels kubernetes_node, node or Hostname)")
     ref = ObjectRef("Node", "", node_name)
     if facts.get("Node", "", node_name) is None:
         return _no(f"{ref} not found", ref)
-    max_pods = int(drain._number(ctx.options, "max_pods", 1))
+    max_pods = int(number(ctx.options, "max_pods", 1))
     if max_pods < 1:
         return _no("options.max_pods is 0: rebalancing is off", ref)
-    sel = drain.drain_selection(facts, node_name,
+    sel = drain_selection(facts, node_name,
                                 {**ctx.options, "delete_unmanaged": False})
     skipped = list(sel.skipped)
     ranked = []
@@ -142,10 +146,10 @@ def plan_rebalance(ctx: PlanContext) -> Plan | NoPlan:
         others = sum(1 for p in facts.list("Pod", ns)
                      if (p.get("spec") or {}).get("nodeName") not in (None, node_name)
                      and pod_is_ready(p) and _workload(facts, p)[0] == workload)
-        ranked.append((others == 0, -others, drain.gpu_request(pod.get("spec")),
-                       drain.pod_key(pod), pod, others))
+        ranked.append((others == 0, -others, gpu_request(pod.get("spec")),
+                       pod_key(pod), pod, others))
     ranked.sort(key=lambda r: r[:4])
-    placement = drain.GpuPlacement(facts, exclude=(node_name,))
+    placement = GpuPlacement(facts, exclude=(node_name,))
     free_before = dict(placement.free)
     budgets: dict[str, int] = {}
     found: dict[str, int] = {}
@@ -173,7 +177,7 @@ def plan_rebalance(ctx: PlanContext) -> Plan | NoPlan:
         dest = placement.place(pod.get("spec"))
         if not dest:
             skipped.append({"pod": key, "reason": f"no other schedulable node has "
-                                                  f"{drain.gpu_request(pod.get('spec'))} free "
+                                                  f"{gpu_request(pod.get('spec'))} free "
                                                   "GPU(s) for it"})
             continue
         if pdbs and pod_is_ready(pod):
@@ -183,30 +187,50 @@ def plan_rebalance(ctx: PlanContext) -> Plan | NoPlan:
     if not chosen:
         return NoPlan(NAME, (f"no GPU pod can move off {ref}",) + tuple(reasons), ref)
     why = f"{s.name or 'alert'}: {node_name} is hot or unhealthy"
-    steps = tuple(drain.evict_step(p, f"{why}: move GPU pod (fits on {dest})", ctx.options)
+    steps = tuple(evict_step(p, f"{why}: move GPU pod (fits on {dest})", ctx.options)
                   for p, dest, _ in chosen)
-    moved = [drain.pod_key(p) for p, _, _ in chosen]
-    reasons = [f"evict {drain.pod_key(p)} ({others} other ready replica(s)); "
-               f"{drain.gpu_request(p.get('spec'))} GPU(s) fit on {dest}"
+    moved = [pod_key(p) for p, _, _ in chosen]
+    reasons = [f"evict {pod_key(p)} ({others} other ready replica(s)); "
+               f"{gpu_request(p.get('spec'))} GPU(s) fit on {dest}"
                for p, dest, others in chosen] + reasons
     return Plan(NAME, "evict-pods", ref, steps, tuple(reasons), remediation_key(NAME, s, ref),
                 freeze({"node": node_name, "incident": s.incident, "max_pods": max_pods,
                         "evict_count": len(moved), "evict_pods": moved,
                         "evict_namespaces": sorted({m.split("/", 1)[0] for m in moved}),
-                        "placements": {drain.pod_key(p): d for p, d, _ in chosen},
-                        "other_ready_replicas": {drain.pod_key(p): o for p, _, o in chosen},
+                        "placements": {pod_key(p): d for p, d, _ in chosen},
+                        "other_ready_replicas": {pod_key(p): o for p, _, o in chosen},
                         "skipped_pods": skipped, "pdb_budgets_before": found,
                         "free_gpus_elsewhere": free_before,
-                        "delete_local_data": drain._flag(ctx.options, "delete_local_data"),
+                        "delete_local_data": flag(ctx.options, "delete_local_data"),
                         "local_data_pods": [k for k in sel.local_data if k in moved],
-                        "evict_deadline_seconds": drain._number(
+                        "evict_deadline_seconds": number(
                             ctx.options, "evict_deadline_seconds",
-                            drain.EVICT_DEADLINE_SECONDS)}))
+                            EVICT_DEADLINE_SECONDS)}))
 
 
 REMEDIATION = Remediation(
     name=NAME,
     summary="Evict a bounded number of GPU pods off a hot/unhealthy node where other nodes "
             "have free GPUs, never breaking a PodDisruptionBudget",
+    purpose="Evict pods from a hot GPU node so the scheduler spreads them (cluster-scoped).",
     planner=plan_rebalance,
+    actions=(ActionSpec("evict-pods", checks.pods_moved),),
+    labels=(ALERT_NODE_LABELS,),
+    rbac=(
+        Rule(("",), ("nodes", "pods"), ("get", "list")),
+        Rule(("policy",), ("poddisruptionbudgets",), ("get", "list")),
+        Rule(("",), ("pods/eviction",), ("create",)),
+        Rule(("",), ("namespaces",), ("get",)),
+        Rule(("",), ("events",), ("create",)),
+    ),
+    vault=VaultRole(rules=(
+        Rule(("",), ("nodes", "pods"), ("list",)),
+        Rule(("",), ("pods/eviction",), ("create",)),
+        Rule(("",), ("events",), ("create",)),
+    ), role_type="ClusterRole", namespaces=("remediation",)),
+    policy_data={
+        "evict-pods": {"kinds": ["Pod"], "verbs": ["evict"], "max_steps": 4,
+                       "max_per_target_in_window": 3, "max_per_window": 10, "max_evictions": 4,
+                       "approval": False},
+    },
 )

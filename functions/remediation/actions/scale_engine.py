@@ -4,7 +4,7 @@ Input: an alert such as ``VLLMKVCacheSaturated`` (rule on
 ``vllm:kv_cache_usage_perc`` — older vLLM ``vllm:gpu_cache_usage_perc`` —
 near 1 with a growing ``vllm:num_requests_waiting``) naming ``namespace`` and
 ``deployment`` (or ``pod``/``inferenceservice``: resolved to the owning
-Deployment by the restart-engine planner's own resolution).
+Deployment as restart-engine resolves it, :mod:`.kit.workload`).
 
 Sanity check on the values, when the alert carries them (labels or
 annotations ``kv_cache_usage`` / ``kv_cache_usage_perc`` /
@@ -34,9 +34,12 @@ from typing import Any
 
 from ..events.names import check_namespace
 from ..model import NoPlan, ObjectRef, Plan, Step, freeze
-from . import drain_gpu_node as drain
-from . import restart_engine
-from .base import PlanContext, Remediation, remediation_key
+from ..records import LedgerStatus
+from .base import ActionSpec, PlanContext, Remediation, Rule, VaultRole, remediation_key
+from .kit import checks
+from .kit.gpu import GpuPlacement, gpu_request
+from .kit.options import number
+from .kit.workload import KSERVE_LABEL, NAMESPACE_LABELS, POD_LABELS, resolve_workload
 
 NAME = "scale-engine"
 MAX_REPLICAS_ANNOTATION = "inferenceremediation.io/max-replicas"
@@ -68,7 +71,7 @@ def _max_replicas(ctx: PlanContext, deployment: Mapping[str, Any]) -> tuple[int 
     if ann is not None and str(ann).strip().isdigit():
         found.append((int(ann), f"annotation {MAX_REPLICAS_ANNOTATION}"))
     if ctx.options.get("max_replicas") is not None:
-        found.append((int(drain._number(ctx.options, "max_replicas", 0)),
+        found.append((int(number(ctx.options, "max_replicas", 0)),
                       "options.max_replicas"))
     if not found:
         return None, ""
@@ -85,9 +88,9 @@ def _already_scaled(ctx: PlanContext, key: str, target: ObjectRef,
     it took effect: a second scale-out for the same incident would be a
     second action."""
     for rec in ctx.history(str(target), ATTEMPT_LOOKBACK_SECONDS):
-        if rec.get("key") != key or rec.get("status") != "claimed":
+        if rec.key != key or rec.status is not LedgerStatus.CLAIMED:
             continue
-        to = ((rec.get("plan") or {}).get("params") or {}).get("to_replicas")
+        to = rec.params.get("to_replicas")
         if isinstance(to, int) and not isinstance(to, bool) and current >= to:
             return NoPlan(NAME, (f"{target} already has {current} replicas: an earlier attempt "
                                  f"for this incident scaled it to {to} before it could record "
@@ -99,11 +102,11 @@ def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
     s = ctx.signal
     if s.status != "firing":
         return _no("resolved alert: no automatic scale-in")
-    raw_ns = s.label(*restart_engine.NAMESPACE_LABELS)
+    raw_ns = s.label(*NAMESPACE_LABELS)
     if not raw_ns:
         return _no("alert names no namespace")
     ns = check_namespace(raw_ns, "labels.namespace")
-    resolved, _ = restart_engine._resolve(ctx, ns)
+    resolved, _ = resolve_workload(ctx, ns, function=NAME)
     if isinstance(resolved, NoPlan):
         return NoPlan(NAME, resolved.reasons, resolved.target)
     target = resolved
@@ -112,7 +115,7 @@ def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
     dep = ctx.facts.get("Deployment", ns, target.name)
     if dep is None:
         return _no(f"{target} not found", target)
-    if restart_engine.KSERVE_LABEL in (dep["metadata"].get("labels") or {}):
+    if KSERVE_LABEL in (dep["metadata"].get("labels") or {}):
         return _no(f"{target} is managed by KServe: raise the InferenceService's minReplicas "
                    "instead (KServe would revert a direct scale)", target)
 
@@ -120,8 +123,8 @@ def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
     kv, waiting = _value(ctx, KV_KEYS), _value(ctx, WAITING_KEYS)
     if kv is not None and kv > 1:
         kv = kv / 100
-    min_kv = drain._number(ctx.options, "min_kv_cache_usage", 0.9)
-    min_waiting = drain._number(ctx.options, "min_waiting", 1)
+    min_kv = number(ctx.options, "min_kv_cache_usage", 0.9)
+    min_waiting = number(ctx.options, "min_waiting", 1)
     if kv is not None and kv < min_kv:
         return _no(f"not saturated: KV-cache usage {kv:.2f} < {min_kv:.2f}", target)
     if waiting is not None and waiting < min_waiting:
@@ -145,11 +148,11 @@ def plan_scale(ctx: PlanContext) -> Plan | NoPlan:
     if current >= maximum:
         return _no(f"{target} is already at its maximum of {maximum} replicas ({max_source})",
                    target)
-    step = max(1, int(drain._number(ctx.options, "step", 1)))
+    step = max(1, int(number(ctx.options, "step", 1)))
     wanted = min(current + step, maximum) - current
     template = (spec.get("template") or {}).get("spec") or {}
-    per_replica = drain.gpu_request(template)
-    placement = drain.GpuPlacement(ctx.facts)
+    per_replica = gpu_request(template)
+    placement = GpuPlacement(ctx.facts)
     free_before = placement.total_free(template)
     fits = [placement.place(template) for _ in range(wanted)] if per_replica > 0 else []
     placed = [n for n in fits if n]
@@ -179,5 +182,25 @@ REMEDIATION = Remediation(
     name=NAME,
     summary="Scale out a KV-cache-saturated engine by a step, up to a maximum, only when GPU "
             "capacity exists (no automatic scale-in)",
+    purpose="Scale an LLM-serving Deployment (KV-cache saturation).",
     planner=plan_scale,
+    actions=(ActionSpec("scale-out", checks.scaled_out, relative=True),),
+    labels=(NAMESPACE_LABELS, ("deployment",), POD_LABELS, ("inferenceservice", "isvc"),
+            KV_KEYS, WAITING_KEYS),
+    rbac=(
+        Rule(("apps",), ("deployments",), ("get",)),
+        Rule(("apps",), ("deployments/scale",), ("get", "patch")),
+        Rule(("",), ("nodes", "pods"), ("get", "list")),
+        Rule(("",), ("namespaces",), ("get",)),
+        Rule(("",), ("events",), ("create",)),
+    ),
+    vault=VaultRole(rules=(
+        Rule(("apps",), ("deployments/scale",), ("get", "patch")),
+        Rule(("apps",), ("deployments",), ("get",)),
+        Rule(("",), ("events",), ("create",)),
+    )),
+    policy_data={
+        "scale-out": {"kinds": ["Deployment", "StatefulSet"], "verbs": ["scale"], "max_steps": 1,
+                      "max_per_target_in_window": 4, "max_per_window": 20, "approval": False},
+    },
 )

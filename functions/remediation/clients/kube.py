@@ -26,8 +26,8 @@ import logging
 import os
 import tempfile
 import threading
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -207,7 +207,8 @@ class _Api:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.request("GET", path)
+            got: dict[str, Any] | None = self.request("GET", path)
+            return got
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -279,7 +280,7 @@ class KubeWriter(_Api):
                              body or None, query=dr)
                 return StepResult(step, True, done or "deleted", 200)
             if step.verb == "evict":
-                eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                eviction: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction",
                             "metadata": {"name": step.name, "namespace": step.namespace},
                             "deleteOptions": dict(body) if body else {}}
                 if dry_run:
@@ -319,7 +320,7 @@ class KubeWriter(_Api):
 
     def record_event(self, target: ObjectRef, *, reason: str, message: str,
                      type: str = "Normal") -> None:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ns = target.namespace or "default"
         api_version = {"Deployment": "apps/v1", "StatefulSet": "apps/v1"}.get(target.kind, "v1")
         body = {
@@ -359,7 +360,7 @@ class KubeAccess:
     live = True
 
     def __init__(self, settings: KubeSettings, clusters: tuple[str, ...] = ("",)) -> None:
-        import kubernetes.client  # noqa: F401 - see the class docstring
+        import kubernetes.client  # imported at start-up: see the class docstring
         import kubernetes.config  # noqa: F401
 
         self.settings = settings
@@ -428,7 +429,7 @@ class KubeLeases:
         self.namespace = namespace
 
     @classmethod
-    def from_settings(cls, settings: KubeSettings) -> "KubeLeases":
+    def from_settings(cls, settings: KubeSettings) -> KubeLeases:
         return cls(build_api_client(settings), settings.self_namespace, settings.timeout)
 
     def _path(self, name: str = "") -> str:
@@ -460,7 +461,9 @@ class KubeLeases:
                creating: bool = False) -> dict[str, Any]:
         what = f"{_VERBS[method]} lease {name}"
         try:
-            return self._api.request(method, self._path("" if creating else name), dict(body))
+            written: dict[str, Any] = self._api.request(
+                method, self._path("" if creating else name), dict(body))
+            return written
         except Exception as exc:  # noqa: BLE001 - mapped
             self._raise(exc, what, creating=creating)
 

@@ -25,8 +25,8 @@ import ssl
 import threading
 import time
 import urllib.request
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import jwt
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import DependencyUnavailable, InvalidInput

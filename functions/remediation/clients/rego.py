@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 from ..errors import InvalidInput
 from ..model import deep_merge

@@ -516,7 +516,7 @@ def _same(desired: Any, current: Any, key: str = "") -> bool:
     if isinstance(desired, str) and isinstance(current, (list, tuple)):
         return sorted(x.strip() for x in desired.split(",") if x.strip()) == sorted(
             map(str, current))
-    empty = ("", None, [], {})
+    empty: tuple[object, ...] = ("", None, [], {})
     return desired in empty and current in empty
 
 

@@ -52,8 +52,8 @@ Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -276,7 +276,7 @@ def _alert_event(alert: Any, where: str, group: dict[str, Any], source: str,
 
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION,
-        "id": alert_event_id(fingerprint, starts_at, status, labels),
+        "id": alert_event_id(fingerprint, starts_at, str(status), labels),
         "source": source,
         "type": event_type,
         "datacontenttype": JSON_CONTENT_TYPE,

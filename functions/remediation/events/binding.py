@@ -31,8 +31,8 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
-from itertools import accumulate
 from datetime import datetime
+from itertools import accumulate
 from typing import Any, Final
 from urllib.parse import quote, unquote
 

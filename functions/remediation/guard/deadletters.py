@@ -17,9 +17,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping
 
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 
@@ -107,14 +107,16 @@ class DeadLetterStore:
                                         row[:2]).fetchone()[0])
 
     def list(self, ids: list[str] | None = None) -> list[DeadLetter]:
-        sql, args = "SELECT * FROM dead_letters", []
+        sql, args = "SELECT * FROM dead_letters", list[str]()
         if ids:
             marks = ",".join("?" * len(ids))
             sql += f" WHERE id IN ({marks}) OR CAST(seq AS TEXT) IN ({marks})"
             args = list(ids) + list(ids)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
-        return [DeadLetter(*r[:9], event=json.loads(r[9])) for r in rows]
+        return [DeadLetter(seq=r[0], source=r[1], id=r[2], type=r[3], error_dest=r[4],
+                           error_code=r[5], error_data=r[6], received_at=r[7],
+                           deliveries=r[8], event=json.loads(r[9])) for r in rows]
 
     def remove(self, seq: int) -> None:
         with self._lock:

@@ -69,14 +69,27 @@ import hashlib
 import hmac
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Protocol
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
-from ..model import Plan
 from ..errors import TemporaryError
-from .ledger import (APPROVAL_KEPT, COUNTED, JUDGED_AGAIN, TAKEN, ApprovalResult, ClaimResult,
-                     reclaimable)
+from ..model import Plan
+from ..ports import LeaseStore
+from ..records import (
+    APPROVAL_KEPT,
+    COUNTED,
+    JUDGED_AGAIN,
+    TAKEN,
+    ApprovalResult,
+    ClaimResult,
+    LedgerRecord,
+    LedgerStatus,
+    reclaimable,
+)
+
+__all__ = ["LeaseConflict", "LeaseExists", "LeaseLedger", "LeaseStore", "key_lease_name",
+           "target_lease_name"]
 
 log = logging.getLogger("remediation.ledger")
 
@@ -95,29 +108,6 @@ class LeaseExists(Exception):
 
 class LeaseConflict(Exception):
     """replace/delete: the resourceVersion is stale (409 Conflict) or it is gone."""
-
-
-class LeaseStore(Protocol):
-    """coordination.k8s.io/v1 Leases of one namespace, as plain dicts."""
-
-    def create(self, name: str, *, labels: Mapping[str, str],
-               annotations: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]: ...
-
-    def get(self, name: str) -> dict[str, Any] | None: ...
-
-    def replace(self, lease: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT with ``metadata.resourceVersion``; LeaseConflict when stale or gone."""
-        ...
-
-    def delete(self, name: str, *, resource_version: str) -> None:
-        """Delete with a resourceVersion precondition; LeaseConflict when stale."""
-        ...
-
-    def list(self, labels: Mapping[str, str], *,
-             status_in: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Leases with these labels (and, given ``status_in``, whose status
-        label is one of those: a set-based selector on the server)."""
-        ...
 
 
 #: records in these statuses are still in play and never pruned
@@ -147,7 +137,7 @@ def target_lease_name(target: str, action: str) -> str:
 
 
 def _micro(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _record(lease: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -218,7 +208,7 @@ class LeaseLedger:
             rec = _record(lease)
             if lease is None or rec is None:
                 return None
-            new = change(dict(rec))
+            new: dict[str, Any] | None = change(dict(rec))
             if new is None:
                 return None
             try:
@@ -349,9 +339,11 @@ class LeaseLedger:
                 if float(held.get("expires_at") or 0) >= now else None
         return busy(other) if active(other) else None
 
-    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
+    def finish(self, key: str, status: LedgerStatus, *, now: float,
+               decision: dict[str, Any] | None = None,
                reasons: list[str] | None = None) -> None:
-        self._update(key, lambda r: {**r, "status": status, "updated_at": now,
+        value = LedgerStatus(status).value
+        self._update(key, lambda r: {**r, "status": value, "updated_at": now,
                                      "decision": decision or {}, "reasons": reasons or []})
 
     def release(self, key: str, *, holder: str) -> None:
@@ -440,15 +432,17 @@ class LeaseLedger:
             return False
         return True
 
-    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
+    def due(self, *, now: float, limit: int = 100) -> list[LedgerRecord]:
         rows = [r for r in self._records({STATUS_LABEL: "scheduled"})
                 if r.get("status") == "scheduled" and float(r.get("expires_at") or 0) <= now]
-        return sorted(rows, key=lambda r: float(r.get("expires_at") or 0))[:limit]
+        return [LedgerRecord.from_document(r)
+                for r in sorted(rows, key=lambda r: float(r.get("expires_at") or 0))[:limit]]
 
-    def pending(self, *, now: float) -> list[dict[str, Any]]:
+    def pending(self, *, now: float) -> list[LedgerRecord]:
         rows = [r for r in self._records({STATUS_LABEL: "pending"})
                 if r.get("status") == "pending" and float(r.get("expires_at") or 0) >= now]
-        return sorted(rows, key=lambda r: r["updated_at"])
+        return [LedgerRecord.from_document(r)
+                for r in sorted(rows, key=lambda r: float(r["updated_at"]))]
 
     def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None:
         self._update(key, lambda r: {**r, "verification": result,
@@ -476,18 +470,21 @@ class LeaseLedger:
                 "action_count_in_window": sum(r.get("action") == plan.action for r in rows),
                 "cluster_actions_in_window": len(rows), "window_seconds": int(window)}
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return _record(self.store.get(key_lease_name(key)))
+    def get(self, key: str) -> LedgerRecord | None:
+        rec = _record(self.store.get(key_lease_name(key)))
+        return LedgerRecord.from_document(rec) if rec is not None else None
 
     def history(self, *, target: str | None = None, limit: int = 100,
-                statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+                statuses: Collection[str] | None = None) -> list[LedgerRecord]:
         rows = self._records({TARGET_LABEL: _digest(target)} if target else {},
                              status_in=tuple(statuses) if statuses else None)
         if target:
             rows = [r for r in rows if r.get("target") == target]
         if statuses is not None:
-            rows = [r for r in rows if r.get("status") in statuses]
-        return sorted(rows, key=lambda r: r["updated_at"], reverse=True)[:limit]
+            wanted = {str(s) for s in statuses}
+            rows = [r for r in rows if r.get("status") in wanted]
+        rows = sorted(rows, key=lambda r: float(r["updated_at"]), reverse=True)[:limit]
+        return [LedgerRecord.from_document(r) for r in rows]
 
     # -- retention -------------------------------------------------------------
     def _maybe_prune(self, now: float) -> None:

@@ -40,13 +40,28 @@ import json
 import os
 import sqlite3
 import threading
-from pathlib import Path
-from dataclasses import dataclass
 from collections.abc import Collection
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 from ..errors import DependencyUnavailable
 from ..model import Plan
+from ..ports import Ledger
+from ..records import (
+    APPROVAL_KEPT,
+    COUNTED,
+    JUDGED_AGAIN,
+    RECLAIMABLE,
+    TAKEN,
+    ApprovalResult,
+    ClaimResult,
+    LedgerRecord,
+    LedgerStatus,
+    reclaimable,
+)
+
+__all__ = ["APPROVAL_KEPT", "COUNTED", "JUDGED_AGAIN", "RECLAIMABLE", "TAKEN", "ApprovalResult",
+           "ClaimResult", "Ledger", "LedgerRecord", "LedgerStatus", "SQLiteLedger", "reclaimable"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -83,85 +98,6 @@ CREATE INDEX IF NOT EXISTS claims_target_status ON claims(target, status, update
 CREATE INDEX IF NOT EXISTS claims_action_status ON claims(action, status, updated_at);
 CREATE INDEX IF NOT EXISTS claims_status_updated ON claims(status, updated_at);
 """
-
-#: statuses that mean an action was taken, in part, or is in flight (they
-#: count toward limits and hold the target window).
-TAKEN = ("claimed", "applied", "planned", "partial")
-#: statuses counted by the limits (an action done, in part, or in flight)
-COUNTED = ("applied", "partial", "claimed")
-#: final statuses that are judged again on the next delivery (nothing was done)
-JUDGED_AGAIN = ("denied", "failed", "skipped")
-#: statuses whose key may be claimed afresh (besides a ``claimed`` past expiry
-#: and a ``pending`` past expiry).
-RECLAIMABLE = ("approved", "expired") + JUDGED_AGAIN
-#: statuses from which a retaken key keeps its human approval: granted, or
-#: claimed by a worker that died (or kept its claim after an unanswered write)
-APPROVAL_KEPT = ("approved", "claimed")
-
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    won: bool
-    key: str
-    status: str  # the current status of the key (ours "claimed" when won), or
-    #              "target-recent" when the target was acted on for another incident
-    holder: str = ""
-    other_key: str = ""
-    other_status: str = ""
-    age: float = 0.0
-    approved_by: str = ""  # set when the won key had been approved by a human
-
-
-@dataclass(frozen=True)
-class ApprovalResult:
-    ok: bool
-    key: str
-    status: str  # "approved", or why not: "pending" never here; "expired",
-    #              "unknown", or the key's current status ("applied", ...)
-    record: dict[str, Any] | None = None
-
-
-class Ledger(Protocol):
-    def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
-              ttl: float, target_window: float = 0.0) -> ClaimResult: ...
-
-    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
-               reasons: list[str] | None = None) -> None: ...
-
-    def release(self, key: str, *, holder: str) -> None: ...
-
-    def hold(self, key: str, *, holder: str, now: float, expires_at: float,
-             signal: dict[str, Any], decision: dict[str, Any] | None = None,
-             reasons: list[str] | None = None) -> None: ...
-
-    def approve(self, key: str, *, approver: str, now: float) -> ApprovalResult: ...
-
-    def schedule(self, key: str, *, function: str, target: str, event_id: str, now: float,
-                 due_at: float, signal: dict[str, Any], reasons: list[str]) -> bool:
-        """Record work due at ``due_at``; False when ``key`` is already recorded."""
-        ...
-
-    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Scheduled records whose time has come, oldest first."""
-        ...
-
-    def pending(self, *, now: float) -> list[dict[str, Any]]: ...
-
-    def record_verification(self, key: str, result: str, *, detail: str, now: float) -> None: ...
-
-    def stats(self, plan: Plan, *, now: float, window: float,
-              exclude_key: str = "") -> dict[str, int]: ...
-
-    def get(self, key: str) -> dict[str, Any] | None: ...
-
-    def history(self, *, target: str | None = None, limit: int = 100,
-                statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Newest first; ``statuses``: only records in one of them."""
-        ...
-
-    def close(self) -> None: ...
-
 
 class LedgerMissing(RuntimeError):
     """The ledger file existed and is gone: starting empty would act twice."""
@@ -299,12 +235,13 @@ class SQLiteLedger:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def finish(self, key: str, status: str, *, now: float, decision: dict[str, Any] | None = None,
+    def finish(self, key: str, status: LedgerStatus, *, now: float,
+               decision: dict[str, Any] | None = None,
                reasons: list[str] | None = None) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE claims SET status=?, updated_at=?, decision=?, reasons=? WHERE key=?",
-                (status, now, json.dumps(decision or {}, sort_keys=True),
+                (LedgerStatus(status).value, now, json.dumps(decision or {}, sort_keys=True),
                  json.dumps(reasons or []), key))
 
     def release(self, key: str, *, holder: str) -> None:
@@ -367,11 +304,11 @@ class SQLiteLedger:
                  event_id, json.dumps(signal, sort_keys=True), json.dumps(reasons)))
             return cur.rowcount == 1
 
-    def due(self, *, now: float, limit: int = 100) -> list[dict[str, Any]]:
+    def due(self, *, now: float, limit: int = 100) -> list[LedgerRecord]:
         return self._select("SELECT * FROM claims WHERE status='scheduled' AND expires_at <= ?"
                             " ORDER BY expires_at LIMIT ?", (now, limit))
 
-    def pending(self, *, now: float) -> list[dict[str, Any]]:
+    def pending(self, *, now: float) -> list[LedgerRecord]:
         """Keys waiting for approval and not expired, oldest first."""
         return self._select("SELECT * FROM claims WHERE status='pending' AND expires_at >= ?"
                             " ORDER BY updated_at", (now,))
@@ -395,26 +332,26 @@ class SQLiteLedger:
         return {"target_actions_in_window": int(target), "action_count_in_window": int(action),
                 "cluster_actions_in_window": int(total), "window_seconds": int(window)}
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> LedgerRecord | None:
         rows = self._select("SELECT * FROM claims WHERE key=?", (key,))
         return rows[0] if rows else None
 
     def history(self, *, target: str | None = None, limit: int = 100,
-                statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
-        sql, where, args = "SELECT * FROM claims", [], []
+                statuses: Collection[str] | None = None) -> list[LedgerRecord]:
+        sql, where, args = "SELECT * FROM claims", list[str](), list[str | int]()
         if target:
             where.append("target=?")
             args.append(target)
         if statuses is not None:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
-            args.extend(statuses)
+            args.extend(str(s) for s in statuses)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY updated_at DESC LIMIT ?"
         args.append(limit)
         return self._select(sql, args)
 
-    def _select(self, sql: str, args: Any) -> list[dict[str, Any]]:
+    def _select(self, sql: str, args: Any) -> list[LedgerRecord]:
         """Whole records, JSON columns decoded, in one query."""
         with self._lock:
             cur = self._db.execute(sql, args)
@@ -422,19 +359,13 @@ class SQLiteLedger:
             cols = [c[0] for c in cur.description]
         out = []
         for row in rows:
-            rec = dict(zip(cols, row))
+            rec = dict(zip(cols, row, strict=True))
             for k in ("plan", "decision", "reasons", "signal"):
                 rec[k] = json.loads(rec[k])
-            out.append(rec)
+            out.append(LedgerRecord.from_document(rec))
         return out
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-
-def reclaimable(status: str, expires_at: float, now: float) -> bool:
-    """May a key in ``status`` be claimed afresh? (shared by every ledger)"""
-    if status in RECLAIMABLE:
-        return True
-    return status in ("claimed", "pending") and expires_at < now

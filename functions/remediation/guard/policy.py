@@ -9,20 +9,14 @@ Anything else denies (fail closed).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Protocol
 from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from ..model import Decision, Plan, Signal
+from ..ports import PolicyEngine
 
-
-class PolicyEngine(Protocol):
-    def evaluate(self, input_doc: Mapping[str, Any]) -> dict[str, Any]:
-        """The raw decision document; ``{}`` when undefined. Raises
-        ``DependencyUnavailable`` when a server cannot be reached."""
-        ...
-
-    def close(self) -> None: ...
+__all__ = ["PolicyEngine", "decide", "decision_from_document", "policy_input"]
 
 
 def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: str,

@@ -34,10 +34,10 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from collections.abc import Iterable, Mapping
 
 from ..model import TYPE_APPROVAL_GRANTED
 from ..settings import SenderAuthSettings

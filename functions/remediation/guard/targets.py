@@ -19,8 +19,8 @@ allocatable over the extended resources that name a GPU.
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import ActionFailed
 from ..facts import ClusterFacts

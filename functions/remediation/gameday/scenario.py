@@ -1,5 +1,6 @@
-"""Game days: a scenario file (a cluster snapshot, a timed list of events, the
-expected end state) replayed through the full path on a virtual clock.
+"""Game-day scenarios: the file format and its loader. A scenario file (a
+cluster snapshot, a timed list of events, the expected end state) is
+replayed through the full path on a virtual clock.
 
     name: xid79-drains-the-node                    # required
     description: a fatal Xid drains the node, keeps the DaemonSet pod
@@ -45,14 +46,15 @@ expected end state) replayed through the full path on a virtual clock.
         - {verb: evict, code: 429, at_least: 2}   # code: 2xx (default), 4xx, or a number
 
 Each event is delivered as ``remediate replay`` delivers it (shape detection
-and the adapters of :func:`remediation.cli.detect_events`, then
+and the adapters of :func:`remediation.documents.detect_events`, routed by
+the scenario's own routes (its ``REMEDIATION_ROUTES_FILE`` and options), then
 :func:`remediation.dispatch.handle_events`: route, plan, claim, policy,
 credentials, execute, verify, report), with the pipeline's clock at
 ``start + at``: target windows, healthy delays and approval expiry play out in
 virtual time. Verification polls on a separate virtual monotonic clock, so it
 costs no real time and does not move the next event.
 
-A :class:`Stand` is where a scenario runs. :class:`SnapshotStand` (what
+A ``Stand`` (:mod:`.runner`) is where a scenario runs. ``SnapshotStand`` (what
 ``remediate gameday`` uses) plans against the snapshot and applies nothing:
 outcome expectations are checked (``planned`` meets an expected ``applied``,
 ``partial`` or ``failed``), object and action expectations are reported as
@@ -67,18 +69,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
-from .errors import InvalidInput
-from .model import Outcome, Status, deep_merge
-from .settings import Secret, Settings
+from ..actions.catalogue import CATALOGUE
+from ..documents import demo_dir, detect_events
+from ..errors import InvalidInput
+from ..facts import load_objects
+from ..model import Status, deep_merge
+from ..routing import Routes, load_routes
+from ..settings import Settings
 
 STATUSES = frozenset(s.value for s in Status)
 #: outcome statuses only a live stand can produce; plan-only, ``planned`` meets them
@@ -95,8 +98,12 @@ SETTINGS = frozenset({
 })
 _PATH_SETTINGS = ("REMEDIATION_POLICY_DIR", "REMEDIATION_POLICY_DATA", "REMEDIATION_ROUTES_FILE")
 _GAMEDAY_APPROVAL_SECRET = "gameday-approval-secret"
+#: counting a body's events needs no routing (every alert is an event)
+_COUNTING = Routes()
 _PATH = re.compile(r'\.?([^.\[\]"]+)|\["([^"]*)"\]|\[(\d+)\]')
-_MISSING: Any = object()
+#: a value a path does not reach (``lookup``), and an expectation not given
+MISSING: Any = object()
+
 
 
 # -- the scenario ---------------------------------------------------------------
@@ -148,9 +155,9 @@ class ObjectExpectation:
     namespace: str
     name: str
     path: str = ""
-    equals: Any = _MISSING
+    equals: Any = MISSING
     exists: bool | None = None
-    contains: Any = _MISSING
+    contains: Any = MISSING
     absent: bool = False
 
     @property
@@ -160,10 +167,10 @@ class ObjectExpectation:
     def describe(self) -> str:
         if self.absent:
             return f"{self.ref} is gone"
-        if self.equals is not _MISSING:
-            return f"{self.ref} {self.path} == {_show(self.equals)}"
-        if self.contains is not _MISSING:
-            return f"{self.ref} {self.path} contains {_show(self.contains)}"
+        if self.equals is not MISSING:
+            return f"{self.ref} {self.path} == {show(self.equals)}"
+        if self.contains is not MISSING:
+            return f"{self.ref} {self.path} contains {show(self.contains)}"
         return f"{self.ref} {self.path} {'is set' if self.exists else 'is not set'}"
 
 
@@ -219,8 +226,6 @@ class Scenario:
         return any(e.approve for e in self.events)
 
 
-# -- what a run gives ---------------------------------------------------------
-
 @dataclass(frozen=True)
 class Write:
     """One API write the stand saw (dry-run writes are not counted)."""
@@ -232,94 +237,6 @@ class Write:
     code: int
 
 
-@dataclass
-class Check:
-    what: str
-    ok: bool | None  # None: not checked on this stand
-    detail: str = ""
-
-
-@dataclass
-class Delivery:
-    index: int
-    at: float
-    where: str
-    outcomes: list[Outcome]
-
-
-@dataclass
-class Report:
-    scenario: str
-    checks: list[Check]
-    deliveries: list[Delivery]
-    source: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return all(c.ok is not False for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if c.ok is False]
-
-    @property
-    def outcomes(self) -> list[Outcome]:
-        return [o for d in self.deliveries for o in d.outcomes]
-
-    def render(self) -> str:
-        ok = sum(1 for c in self.checks if c.ok)
-        skipped = sum(1 for c in self.checks if c.ok is None)
-        lines = [(f"{'PASS' if self.passed else 'FAIL'} {self.scenario}  ({ok} ok, "
-                 f"{len(self.failures)} failed, {skipped} not checked)")]
-        for d in self.deliveries:
-            for o in d.outcomes or [None]:
-                if o is None:
-                    lines.append(f"  t+{d.at:<6g} {d.where:<10} (no outcome)")
-                    continue
-                why = "; ".join(o.reasons)
-                lines.append(f"  t+{d.at:<6g} {d.where:<10} {o.status.value:<9} "
-                             f"{o.function or '-':<18} {o.plan.action if o.plan else '-':<15} "
-                             f"{o.target or '-'}  {why[:140] + ('…' if len(why) > 140 else '')}")
-        for c in self.checks:
-            mark = {True: "ok  ", False: "FAIL", None: "skip"}[c.ok]
-            if c.ok is None:  # one line: why it was not checked
-                lines.append(f"  [skip] {c.what}  ({c.detail.removeprefix('not checked: ')})")
-                continue
-            lines.append(f"  [{mark}] {c.what}")
-            if c.detail and c.ok is False:
-                lines.extend(f"         {line}" for line in c.detail.splitlines())
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "source": self.source, "passed": self.passed,
-                "checks": [{"what": c.what, "ok": c.ok, "detail": c.detail}
-                           for c in self.checks],
-                "deliveries": [{"index": d.index, "at": d.at, "where": d.where,
-                                "outcomes": [o.as_dict() for o in d.outcomes]}
-                               for d in self.deliveries]}
-
-
-class Stand(Protocol):
-    """Where a scenario runs."""
-
-    #: False: plan only (object and action expectations are not checked)
-    live: bool
-
-    def setup(self, scenario: Scenario) -> Settings:
-        """Seed the scenario's objects; the Settings to build the pipeline with
-        (see :func:`scenario_settings`)."""
-        ...
-
-    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object as it is now; None when it does not exist."""
-        ...
-
-    def writes(self) -> list[Write] | None:
-        """The API writes made since setup; None when this stand cannot tell."""
-        ...
-
-    def close(self) -> None: ...
-
 
 # -- loading ------------------------------------------------------------------
 
@@ -327,14 +244,14 @@ def _bad(where: str, fld: str, message: str) -> InvalidInput:
     return InvalidInput(f"{where}: {fld}: {message}", fld)
 
 
-def _show(value: Any) -> str:
-    if value is _MISSING:
+def show(value: Any) -> str:
+    if value is MISSING:
         return "(not set)"
     return json.dumps(value, sort_keys=True, default=str)
 
 
 def _read(path: Path, where: str, fld: str) -> Any:
-    import yaml
+    import yaml  # local: only scenario readers pay for it
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -362,7 +279,7 @@ def _str(doc: Mapping[str, Any], key: str, where: str, prefix: str = "", *,
         return ""
     if not isinstance(value, str) or not value:
         raise _bad(where, prefix + key, "required, a non-empty string" if value is None
-                   else f"must be a non-empty string, not {_show(value)}")
+                   else f"must be a non-empty string, not {show(value)}")
     return value
 
 
@@ -370,8 +287,8 @@ def _number(value: Any, where: str, fld: str, *, integer: bool = False) -> float
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
     if not ok or value < 0:
         raise _bad(where, fld, f"must be a non-negative {'integer' if integer else 'number'}, "
-                               f"not {_show(value)}")
-    return value
+                               f"not {show(value)}")
+    return float(value) if not integer else int(value)
 
 
 def _start(value: Any, where: str) -> float | None:
@@ -383,7 +300,7 @@ def _start(value: Any, where: str) -> float | None:
         try:
             dt = datetime.fromisoformat(str(value))
         except ValueError:
-            raise _bad(where, "start", f"not an RFC 3339 time: {_show(value)}") from None
+            raise _bad(where, "start", f"not an RFC 3339 time: {show(value)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -430,7 +347,7 @@ def _settings(doc: Any, base_dir: Path, where: str) -> dict[str, str]:
             value = "true" if value else "false"
         if not isinstance(value, (str, int, float)):
             raise _bad(where, f"settings.{key}", f"must be a string or number, not "
-                                                 f"{_show(value)}")
+                                                 f"{show(value)}")
         value = str(value)
         if key in _PATH_SETTINGS:
             value = str((base_dir / value).resolve())
@@ -477,8 +394,6 @@ def _expectation(spec: Any, where: str, fld: str, event: int, n: int, *,
 
 def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
            ids: Mapping[str, int], events: Sequence[TimedEvent]) -> TimedEvent:
-    from .cli import demo_dir, detect_events
-
     fld = f"events[{i}]"
     if not isinstance(doc, Mapping):
         raise _bad(where, fld, "an event is a mapping with at, and file, body or approve")
@@ -527,7 +442,7 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
         raise _bad(where, f"{fld}.via", f"says {via} but the body is "
                    f"{' and '.join(sorted(s or 'of no known shape' for s in shapes))}")
     try:
-        n = len(detect_events(body, where=fld))
+        n = len(detect_events(body, where=fld, routes=_COUNTING))
     except InvalidInput as exc:
         raise _bad(where, f"{fld}.{'file' if 'file' in doc else 'body'}", str(exc)) from None
     return TimedEvent(at, fld, document=body, id=ident, via=via or shapes.pop(), outcomes=n,
@@ -541,7 +456,7 @@ def _event_ref(ref: Any, where: str, fld: str, ids: Mapping[str, int], before: i
         return ids[ref]
     if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < before:
         return ref
-    raise _bad(where, fld, f"must be the index or id of an earlier event, not {_show(ref)}")
+    raise _bad(where, fld, f"must be the index or id of an earlier event, not {show(ref)}")
 
 
 def _object_expectation(o: Any, where: str, fld: str) -> ObjectExpectation:
@@ -569,9 +484,9 @@ def _object_expectation(o: Any, where: str, fld: str) -> ObjectExpectation:
     if "exists" in o and not isinstance(o["exists"], bool):
         raise _bad(where, f"{fld}.exists", "must be true or false")
     return ObjectExpectation(kind, namespace, name, path=path,
-                             equals=o.get("equals", _MISSING),
+                             equals=o.get("equals", MISSING),
                              exists=o.get("exists") if "exists" in o else None,
-                             contains=o.get("contains", _MISSING))
+                             contains=o.get("contains", MISSING))
 
 
 def _action_expectation(a: Any, where: str, fld: str) -> ActionExpectation:
@@ -618,8 +533,6 @@ def parse_scenario(doc: Any, *, base_dir: Path, where: str = "scenario",
     objects: list[dict[str, Any]] = []
     snapshot = doc.get("snapshot")
     if isinstance(snapshot, str):
-        from .facts import load_objects
-
         try:
             objects = load_objects(base_dir / snapshot)
         except InvalidInput as exc:
@@ -648,16 +561,12 @@ def parse_scenario(doc: Any, *, base_dir: Path, where: str = "scenario",
     if not isinstance(options, Mapping) or not all(
             isinstance(k, str) and isinstance(v, Mapping) for k, v in options.items()):
         raise _bad(where, "options", "must map function names to their options")
-    from .actions.catalogue import CATALOGUE
-
     for fn in options:
         if fn not in CATALOGUE:
             raise _bad(where, f"options.{fn}", f"no such function (one of "
                                                f"{', '.join(sorted(CATALOGUE))})")
     routes_file = settings.get("REMEDIATION_ROUTES_FILE", "")
     if routes_file:
-        from .routing import load_routes
-
         try:
             load_routes(routes_file)
         except InvalidInput as exc:
@@ -706,11 +615,12 @@ def parse_scenario(doc: Any, *, base_dir: Path, where: str = "scenario",
                     expect_objects=tuple(objs), expect_actions=tuple(acts), source=source)
 
 
-# -- checking -----------------------------------------------------------------
+
+# -- paths into objects ------------------------------------------------------
 
 def lookup(obj: Any, path: str) -> Any:
     """``spec.template.metadata.annotations["a/b"]`` or ``spec.taints[0].key``;
-    a missing part gives the module's ``_MISSING`` marker, a bad path InvalidInput."""
+    a missing part gives the module's ``MISSING`` marker, a bad path InvalidInput."""
     pos, cur = 0, obj
     for m in _PATH.finditer(path):
         if m.start() != pos or (pos == 0 and path.startswith(".")):
@@ -718,329 +628,12 @@ def lookup(obj: Any, path: str) -> Any:
         pos = m.end()
         if m.group(3) is not None:
             idx = int(m.group(3))
-            cur = cur[idx] if isinstance(cur, list) and idx < len(cur) else _MISSING
+            cur = cur[idx] if isinstance(cur, list) and idx < len(cur) else MISSING
             continue
         part = m.group(1) if m.group(1) is not None else m.group(2)
-        cur = cur[part] if isinstance(cur, Mapping) and part in cur else _MISSING
+        cur = cur[part] if isinstance(cur, Mapping) and part in cur else MISSING
     if pos != len(path) or not path:
         raise InvalidInput(f"bad path {path!r} at character {pos}", "path")
     return cur
 
 
-def _contains(value: Any, want: Any) -> bool:
-    if isinstance(value, str):
-        return isinstance(want, str) and want in value
-    if isinstance(value, Mapping):
-        return isinstance(want, Mapping) and all(
-            k in value and (value[k] == v or _contains(value[k], v)) for k, v in want.items())
-    if isinstance(value, list):
-        return any(item == want or _contains(item, want) for item in value)
-    return False
-
-
-def check_object(exp: ObjectExpectation, obj: Mapping[str, Any] | None) -> Check:
-    what = exp.describe()
-    if exp.absent:
-        return Check(what, obj is None, "" if obj is None else "it still exists")
-    if obj is None:
-        return Check(what, False, f"{exp.ref} does not exist")
-    value = lookup(obj, exp.path)
-    if exp.equals is not _MISSING:
-        ok = value is not _MISSING and value == exp.equals
-        return Check(what, ok, "" if ok else f"expected {_show(exp.equals)}\n"
-                                             f"found    {_show(value)}")
-    if exp.contains is not _MISSING:
-        ok = value is not _MISSING and _contains(value, exp.contains)
-        return Check(what, ok, "" if ok else f"expected to contain {_show(exp.contains)}\n"
-                                             f"found    {_show(value)}")
-    have = value is not _MISSING
-    ok = have == bool(exp.exists)
-    return Check(what, ok, "" if ok else (f"found {_show(value)}" if have
-                                          else f"{exp.path} is not set"))
-
-
-def check_outcomes(scenario: Scenario, deliveries: Sequence[Delivery], *, live: bool
-                   ) -> list[Check]:
-    by_event = {d.index: d for d in deliveries}
-    checks: list[Check] = []
-    for exp in scenario.outcomes:
-        what = exp.describe(scenario)
-        ev = scenario.events[exp.event]
-        if not live and ev.live_only:
-            checks.append(Check(what, None, "not checked: plan-only stand; live_only: this "
-                                            "event depends on earlier actions being applied"))
-            continue
-        d = by_event.get(exp.event)
-        if d is None:
-            checks.append(Check(what, False, "the event was not delivered"))
-            continue
-        got = d.outcomes if exp.outcome is None else d.outcomes[exp.outcome:exp.outcome + 1]
-        if not got:
-            checks.append(Check(what, False, "the event gave no outcome"))
-            continue
-        problems = [p for o in got for p in _outcome_problems(exp, o, live=live)]
-        checks.append(Check(what, not problems, "\n".join(problems)))
-    return checks
-
-
-def _outcome_problems(exp: OutcomeExpectation, o: Outcome, *, live: bool) -> list[str]:
-    problems: list[str] = []
-    status = o.status.value
-    # plan-only, an action that would be taken shows as planned; what its
-    # execution would say (the reasons of a partial, say) cannot be checked
-    stood_in = not live and status == "planned" and exp.status in EXECUTED
-    if status != exp.status and not stood_in:
-        problems.append(f"expected status {exp.status}, got {status}")
-    if exp.function is not None and o.function != exp.function:
-        problems.append(f"expected function {exp.function}, got {o.function or '(none)'}")
-    action = o.plan.action if o.plan else ""
-    if exp.action is not None and action != exp.action:
-        problems.append(f"expected action {exp.action}, got {action or '(no plan)'}")
-    if exp.reason is not None and not stood_in and not any(
-            exp.reason.lower() in r.lower() for r in o.reasons):
-        problems.append(f"expected a reason containing {exp.reason!r}")
-    if problems:
-        problems.append(f"  ({o.function or '-'} on {o.target or '-'}: "
-                        f"{'; '.join(o.reasons)[:400] or 'no reasons'})")
-    return problems
-
-
-def check_actions(expected: Sequence[ActionExpectation], writes: Sequence[Write] | None
-                  ) -> list[Check]:
-    checks = []
-    for exp in expected:
-        if writes is None:
-            checks.append(Check(exp.describe(), None, "not checked: this stand sees no writes"))
-            continue
-        n = sum(1 for w in writes if exp.matches(w))
-        ok = ((exp.count is None or n == exp.count)
-              and (exp.at_least is None or n >= exp.at_least)
-              and (exp.at_most is None or n <= exp.at_most))
-        seen = [f"{w.verb} {w.kind}/{w.namespace + '/' if w.namespace else ''}{w.name} "
-                f"-> {w.code}" for w in writes if w.kind not in ("Event", "Lease")]
-        checks.append(Check(exp.describe(), ok, "" if ok else
-                            f"counted {n}; writes seen (Events left out):\n  "
-                            + ("\n  ".join(seen) or "(none)")))
-    return checks
-
-
-# -- running ------------------------------------------------------------------
-
-class VirtualClock:
-    """The scenario's wall clock (moved to each event's time) and a separate
-    monotonic clock that the pipeline's verification sleeps on."""
-
-    def __init__(self, start: float) -> None:
-        self.wall = start
-        self.mono = 0.0
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def sleep(self, seconds: float) -> None:
-        self.mono += max(0.0, seconds)
-
-
-def scenario_routes(scenario: Scenario, settings: Settings) -> Any:
-    """The routes (settings' file or the packaged ones) with the scenario's options."""
-    from .routing import Routes, load_routes
-
-    routes = load_routes(settings.routes_file)
-    if not scenario.options:
-        return routes
-    options = {k: dict(v) for k, v in routes.options.items()}
-    for fn, opts in scenario.options.items():
-        options[fn] = {**options.get(fn, {}), **opts}
-    return replace(routes, options=Routes.from_mapping({"options": options}).options)
-
-
-def scenario_settings(base: Settings, scenario: Scenario, workdir: Path) -> Settings:
-    """``base`` (how the stand reaches its cluster) with the scenario's
-    overrides, its policy data written to ``workdir``, an in-memory ledger,
-    and an approval secret when the scenario approves anything."""
-    env = dict(scenario.settings)
-    over = Settings.from_env(env)
-    s = replace(base, ledger=replace(base.ledger, path=""))
-    given = env.__contains__
-    if given("REMEDIATION_DRY_RUN"):
-        s = replace(s, dry_run=over.dry_run)
-    for key, attr in (("REMEDIATION_ACTOR", "actor"), ("REMEDIATION_CLUSTER", "cluster"),
-                      ("REMEDIATION_FUNCTIONS", "functions"),
-                      ("REMEDIATION_ROUTES_FILE", "routes_file")):
-        if given(key):
-            s = replace(s, **{attr: getattr(over, attr)})
-    if given("REMEDIATION_NAMESPACE"):
-        s = replace(s, kube=replace(s.kube, self_namespace=over.kube.self_namespace))
-    groups = {"ledger": {"REMEDIATION_TARGET_WINDOW": "target_window",
-                         "REMEDIATION_CLAIM_TTL": "claim_ttl"},
-              "verify": {"REMEDIATION_VERIFY_DEADLINE": "deadline",
-                         "REMEDIATION_VERIFY_INTERVAL": "interval"},
-              "approval": {"REMEDIATION_APPROVAL_TTL": "ttl",
-                           "REMEDIATION_APPROVAL_SECRET": "secret",
-                           "REMEDIATION_APPROVERS": "approvers"},
-              "policy": {"REMEDIATION_POLICY_DIR": "policy_dir"}}
-    for group, keys in groups.items():
-        changes = {attr: getattr(getattr(over, group), attr)
-                   for key, attr in keys.items() if given(key)}
-        if changes:
-            s = replace(s, **{group: replace(getattr(s, group), **changes)})
-    if scenario.policy_data:
-        workdir.mkdir(parents=True, exist_ok=True)
-        data = workdir / "policy-data.json"
-        data.write_text(json.dumps(scenario.policy_data), encoding="utf-8")
-        s = replace(s, policy=replace(s.policy, data_file=str(data)))
-    if scenario.approvals and not s.approval.secret:
-        s = replace(s, approval=replace(s.approval, secret=Secret(_GAMEDAY_APPROVAL_SECRET)))
-    return s
-
-
-def _approval_event(settings: Settings, pending: Outcome, approver: str, at: float) -> Any:
-    from .events.binding import JSON_CONTENT_TYPE, SPECVERSION, new_event, validate_attributes
-    from .guard.approval import approval_data
-    from .model import TYPE_APPROVAL_GRANTED, stable_digest
-
-    key = str((pending.approval or {}).get("id") or "")
-    attrs = {"specversion": SPECVERSION, "type": TYPE_APPROVAL_GRANTED,
-             "source": "/gameday", "id": stable_digest("approval", key, approver, at),
-             "datacontenttype": JSON_CONTENT_TYPE, "subject": key}
-    if pending.function:
-        attrs["remediation"] = pending.function
-    return new_event(validate_attributes(attrs),
-                     approval_data(settings.approval.secret.reveal(), key, approver,
-                                   str((pending.approval or {}).get("expires_at") or "")))
-
-
-def run_scenario(scenario: Scenario, stand: Stand, *,
-                 pipeline_factory: Callable[..., Any] | None = None) -> Report:
-    """Deliver the events at their virtual times, then check what was expected."""
-    from .cli import detect_events
-    from .dispatch import handle_events
-    from .runtime import build_pipeline, close_pipeline
-
-    clock = VirtualClock(scenario.start if scenario.start is not None
-                         else datetime.now(tz=UTC).timestamp())
-    start = clock.wall
-    settings = stand.setup(scenario)
-    pipeline = (pipeline_factory or build_pipeline)(
-        settings, routes=scenario_routes(scenario, settings), clock=clock.now,
-        monotonic=clock.monotonic, sleep=clock.sleep)
-    deliveries: list[Delivery] = []
-    checks: list[Check] = []
-    try:
-        for i, ev in enumerate(scenario.events):
-            clock.wall = start + ev.at
-            try:
-                if ev.sweep:
-                    outcomes = pipeline.sweep()
-                else:
-                    if ev.approve is not None:
-                        events = _approvals(scenario, ev, deliveries, settings, checks)
-                    else:
-                        events = detect_events(ev.document, where=ev.where)
-                    outcomes = handle_events(pipeline, events, via="gameday")
-            except Exception as exc:  # noqa: BLE001 - a broken run is a failed check
-                checks.append(Check(f"{ev.where} at t+{ev.at:g}s is delivered", False,
-                                    f"{type(exc).__name__}: {exc}; the later events were "
-                                    "not delivered"))
-                break
-            deliveries.append(Delivery(i, ev.at, ev.where, outcomes))
-    finally:
-        close_pipeline(pipeline)
-    checks += check_outcomes(scenario, deliveries, live=stand.live)
-    for exp in scenario.expect_objects:
-        if not stand.live:
-            checks.append(Check(exp.describe(), None, "not checked: plan-only stand"))
-        else:
-            checks.append(check_object(exp, stand.read(exp.kind, exp.namespace, exp.name)))
-    checks += check_actions(scenario.expect_actions, stand.writes() if stand.live else None)
-    return Report(scenario.name, checks, deliveries, scenario.source)
-
-
-def _approvals(scenario: Scenario, ev: TimedEvent, deliveries: Sequence[Delivery],
-               settings: Settings, checks: list[Check]) -> list[Any]:
-    assert ev.approve is not None
-    target = next((d for d in deliveries if d.index == ev.approve.event), None)
-    pending = [o for o in (target.outcomes if target else [])
-               if o.status is Status.PENDING and (o.approval or {}).get("id")]
-    if not pending:
-        checks.append(Check(f"{ev.where} at t+{ev.at:g}s: {ev.approve.by} approves "
-                            f"{scenario.events[ev.approve.event].where}", False,
-                            "that event left nothing pending to approve"))
-        return []
-    return [_approval_event(settings, o, ev.approve.by, ev.at) for o in pending]
-
-
-class SnapshotStand:
-    """Plan against the scenario's objects: nothing is applied."""
-
-    live = False
-
-    def __init__(self, base: Settings | None = None) -> None:
-        self.base = base or Settings()
-        self.workdir = Path(tempfile.mkdtemp(prefix="gameday-"))
-
-    def setup(self, scenario: Scenario) -> Settings:
-        snap = self.workdir / "snapshot.json"
-        snap.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
-                                    "items": list(scenario.objects)}), encoding="utf-8")
-        settings = scenario_settings(self.base, scenario, self.workdir)
-        return replace(settings, dry_run=True, kube=replace(settings.kube, snapshot=str(snap)))
-
-    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
-
-    def writes(self) -> list[Write] | None:
-        return None
-
-    def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-# -- remediate gameday --------------------------------------------------------
-
-def add_parser(subparsers: Any) -> Any:
-    """The ``gameday`` subcommand, for ``remediate``'s argparse subparsers."""
-    p = subparsers.add_parser(
-        "gameday", help="run game-day scenario files plan-only on their snapshots",
-        description="Replay each scenario's timed events through the full path against its "
-                    "snapshot (plan only) and check the expected outcomes. Exit 0: all "
-                    "passed, 1: a check failed, 2: a scenario file is invalid.")
-    p.add_argument("paths", nargs="+", metavar="SCENARIO", help="scenario files (YAML)")
-    p.add_argument("--json", action="store_true", help="one JSON report per scenario")
-    p.set_defaults(gameday_main=run_cli)
-    return p
-
-
-def run_cli(args: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run ``remediate gameday`` from the namespace :func:`add_parser` parsed."""
-    return main(args.paths, out or sys.stdout, err or sys.stderr,
-                as_json=bool(getattr(args, "json", False)))
-
-
-def main(paths: Sequence[str], out: TextIO, err: TextIO, *, as_json: bool = False) -> int:
-    """Every scenario on the snapshot stand: 0 all passed, 1 a check failed,
-    2 a scenario file is invalid (nothing is run then)."""
-    scenarios = []
-    for p in paths:
-        try:
-            scenarios.append(load_scenario(p))
-        except InvalidInput as exc:
-            err.write(f"remediate: invalid scenario: {exc}\n")
-            return 2
-    failed = 0
-    for scenario in scenarios:
-        stand = SnapshotStand()
-        try:
-            report = run_scenario(scenario, stand)
-        finally:
-            stand.close()
-        failed += not report.passed
-        out.write(json.dumps(report.as_dict(), sort_keys=True, default=str) + "\n" if as_json
-                  else report.render() + "\n\n")
-    if not as_json:
-        out.write(f"{len(scenarios) - failed} of {len(scenarios)} scenario(s) passed "
-                  "(plan only: object and write expectations need a live stand)\n")
-    return 1 if failed else 0
