@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 from collections.abc import Callable, Mapping
 
+from . import metrics
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
 from .credentials import CredentialBroker, ScopedCredential
@@ -274,13 +275,16 @@ class Pipeline:
                 return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                      reasons=(f"already handled for this incident "
                                               f"({taken[1]})",))
+        since = metrics.started()
         try:
             claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
                                       now=now, ttl=self.settings.ledger.claim_ttl,
                                       target_window=self.settings.ledger.target_window)
         except TemporaryError as exc:  # the Lease ledger's API is down or slow
+            metrics.claimed(None, since)
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                  retryable=True, reasons=(f"ledger unavailable: {exc}",))
+        metrics.claimed(claim, since)
         if not claim.won and claim.status == "target-recent":
             if batch is not None and claim.other_status in ACTED:
                 batch[("target", str(plan.target), plan.action)] = (
@@ -374,10 +378,12 @@ class Pipeline:
         cluster was already changed, so a ledger that fails now must not turn
         the answer into "not acted on" (issue 15): the outcome still says what
         was done, with a warning that the ledger did not record it."""
+        since = metrics.started()
         try:
             self.ledger.finish(plan.key, status.value, now=self.clock(),
                                decision=decision.as_dict() if decision else None,
                                reasons=list(reasons))
+            metrics.ledger_operation("finish", since)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             if not acted:
                 raise
@@ -398,13 +404,16 @@ class Pipeline:
         except TemporaryError as exc:
             return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
                                dry_run=dry_run)
+        since = metrics.started()
         try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
                               dry_run=dry_run, stats=stats, now=self._now(), approval=approval,
                               facts=facts)
         except TemporaryError as exc:
+            metrics.decided(self.policy, None, since)
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
+        metrics.decided(self.policy, decision, since)
         if not decision.allow:
             return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
                                reasons=decision.reasons)
@@ -543,6 +552,8 @@ class Pipeline:
                                   acted=not dry_run)
         finally:
             writer.close()
+        if not dry_run:
+            metrics.applied(signal, fn, self.clock())
         if dry_run or self.settings.verify.deadline <= 0:
             return applied
         if self.publish is not None:
@@ -550,7 +561,9 @@ class Pipeline:
                 self.publish(applied)
             except Exception as exc:  # noqa: BLE001 - the final outcome still reports
                 log.warning("could not publish the applied outcome early: %s", exc)
-        return replace(applied, verification=self._verify(plan, cluster, owners))
+        verified = self._verify(plan, cluster, owners)
+        metrics.verified(signal, fn, str(verified["result"]), self.clock())
+        return replace(applied, verification=verified)
 
     def _owners(self, plan: Plan, cluster: str) -> dict[str, Any]:
         """Owners of the pods the plan removes, read before they are gone."""
