@@ -81,7 +81,7 @@ def exported_names() -> set[str]:
                           pending_approvals=0, oldest_pending_approval_seconds=0.0,
                           dead_letters=0)
     text = metrics.exposition(lambda: state, environ={})[0].decode()
-    names |= set(re.findall(r"^(remediation_\w+)", text, re.M))
+    names |= set(re.findall(r"^(remediation_\w+)", text, re.MULTILINE))
     return names
 
 
@@ -229,7 +229,7 @@ def test_the_component_ships_both_rule_sets_and_the_dashboard() -> None:
     for d in rules:
         by_component.setdefault(d["metadata"]["labels"]["app.kubernetes.io/component"],
                                 []).extend(d["spec"]["groups"])
-    key = lambda g: g["name"]  # noqa: E731
+    key = lambda g: g["name"]
     assert sorted(by_component["detection-rules"], key=key) == sorted(plain_groups(), key=key)
     assert sorted(by_component["self-monitoring"], key=key) == sorted(self_groups(), key=key)
     schema = _schema("monitoring-prometheusrules.yaml")
