@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -296,3 +297,18 @@ def test_every_deny_rule_of_the_shipped_policy_has_a_class():
         message = re.sub(r"\b(x1) (steps|pods|replicas)", r"3 \2", message)
         message = message.replace("plan has x1", "plan has 3").replace("to x1", "to 3")
         assert metrics.denial_rule(json.loads(f'"{message}"')) != "other", fmt
+
+
+def test_the_readme_table_lists_exactly_the_exported_metrics():
+    from tests.test_self_monitoring import exported_names
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Metrics (`GET /metrics`)", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^\| `(remediation_\w+)` \|", section, re.M))
+    families = set()
+    for name in exported_names():
+        for suffix in ("_bucket", "_count", "_sum"):
+            if name.endswith(suffix) and name[:-len(suffix)] + "_count" in exported_names():
+                name = name[:-len(suffix)]
+        families.add(name)
+    assert listed == families
