@@ -304,7 +304,7 @@ def test_the_readme_table_lists_exactly_the_exported_metrics():
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Metrics (`GET /metrics`)", 1)[1].split("\n### ", 1)[0]
-    listed = set(re.findall(r"^\| `(remediation_\w+)` \|", section, re.M))
+    listed = set(re.findall(r"^\| `(remediation_\w+)` \|", section, re.MULTILINE))
     families = set()
     for name in exported_names():
         for suffix in ("_bucket", "_count", "_sum"):
