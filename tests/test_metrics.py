@@ -233,6 +233,44 @@ def test_concurrent_requests_are_each_counted_once(fleet, make_settings, serve_a
                  reason="unauthorized") == 200
 
 
+def test_waitress_threads_count_every_request_once(make_settings):
+    """The plain container's server: waitress, several threads, one app."""
+    import httpx
+    from waitress.server import create_server
+
+    from remediation.app import create_app
+
+    server = create_server(create_app(make_settings()), host="127.0.0.1", port=0, threads=6)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        with httpx.Client(timeout=30) as client:
+            before = client.get(url + "/metrics").text
+            errors: list[BaseException] = []
+
+            def refuse(n: int) -> None:
+                try:
+                    with httpx.Client(timeout=30) as own:
+                        for _ in range(n):
+                            resp = own.post(url + "/webhooks/splunk/wrong", json={})
+                            assert resp.status_code == 401
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=refuse, args=(20,)) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors
+            after = client.get(url + "/metrics").text
+    finally:
+        server.close()
+        thread.join(timeout=10)
+    assert delta(after, before, "remediation_input_rejected_total", reason="unauthorized") == 120
+
+
 WORKER = """
 import sys
 sys.path.insert(0, {functions!r})
