@@ -236,9 +236,8 @@ def test_concurrent_requests_are_each_counted_once(fleet, make_settings, serve_a
 def test_waitress_threads_count_every_request_once(make_settings):
     """The plain container's server: waitress, several threads, one app."""
     import httpx
-    from waitress.server import create_server
-
     from remediation.app import create_app
+    from waitress.server import create_server
 
     server = create_server(create_app(make_settings()), host="127.0.0.1", port=0, threads=6)
     thread = threading.Thread(target=server.run, daemon=True)

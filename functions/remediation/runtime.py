@@ -208,7 +208,11 @@ def state_reader(pipeline: Pipeline,
 
     settings = pipeline.settings
     served = settings.functions
-    drains = not served or "drain-gpu-node" in served
+    # the webhook adapter and the dead-letter function act on nothing (and
+    # have no Kubernetes identity): no ledger or cluster reads for them
+    acts = not settings.http.sink and (not served or any(f in pipeline.catalogue
+                                                          for f in served))
+    drains = acts and (not served or "drain-gpu-node" in served)
     percent: float | None = None
     if drains:
         try:
@@ -230,9 +234,11 @@ def state_reader(pipeline: Pipeline,
         pending: int | None = None
         oldest: float | None = None
         try:
-            records = pipeline.ledger.pending(now=now)
-            pending = len(records)
-            oldest = max((now - float(r.get("updated_at") or now) for r in records), default=0.0)
+            if acts:
+                records = pipeline.ledger.pending(now=now)
+                pending = len(records)
+                oldest = max((now - float(r.get("updated_at") or now) for r in records),
+                             default=0.0)
         except Exception as exc:  # noqa: BLE001
             log.warning("pending approvals unknown for /metrics: %s", type(exc).__name__)
         nodes: dict[str, int | None] = {}
