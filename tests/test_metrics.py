@@ -25,6 +25,7 @@ from remediation.settings import LedgerSettings, PolicySettings, VerifySettings
 from tests.prometheus_tools import tool
 from tests.scrape import scrape, total, value
 from tests.test_app_e2e import AUTH, payload
+from tests.test_vault_e2e import guarded  # noqa: F401 - the fixture: only Vault's tokens write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -349,3 +350,33 @@ def test_the_readme_table_lists_exactly_the_exported_metrics():
                 name = name[:-len(suffix)]
         families.add(name)
     assert listed == families
+
+
+def test_vault_and_opa_calls_are_timed_and_their_errors_counted(guarded, vault_server,
+                                                                opa_server, serve_app,
+                                                                make_settings):
+    """OPA answers 500 once (the alert is answered 503, nothing done), then
+    the redelivery is decided by OPA and acts with a Vault-issued credential."""
+    app = serve_app(make_settings(vault=vault_server.settings(), policy=PolicySettings(
+        opa_url=opa_server.url, opa_retries=0, opa_timeout=2.0)))
+    before = scrape(app)
+    opa_server.mode = "error"
+    resp = app.post("/webhooks/alertmanager", json=fresh("01-vllm-hung"), headers=AUTH)
+    assert resp.status_code == 503
+    opa_server.mode = "ok"
+    resp = app.post("/webhooks/alertmanager", json=fresh("01-vllm-hung"), headers=AUTH)
+    assert resp.json()["outcomes"][0]["status"] == "applied", resp.text
+    after = scrape(app)
+
+    timed = "remediation_dependency_request_duration_seconds_count"
+    errors = "remediation_dependency_errors_total"
+    assert delta(after, before, timed, system="opa") == 2
+    assert delta(after, before, errors, system="opa", code="500") == 1
+    assert delta(after, before, errors, system="opa") == 1
+    # a login, the cluster's KV entry, the credential, its revocation
+    assert delta(after, before, timed, system="vault") >= 3
+    assert delta(after, before, errors, system="vault") == 0
+    decisions = "remediation_policy_decisions_total"
+    assert delta(after, before, decisions, engine="opa", result="error") == 1
+    assert delta(after, before, decisions, engine="opa", result="allow") == 1
+    assert delta(after, before, "remediation_ledger_claims_total", result="won") == 2
