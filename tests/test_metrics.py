@@ -352,9 +352,9 @@ def test_the_readme_table_lists_exactly_the_exported_metrics():
     assert listed == families
 
 
-def test_vault_and_opa_calls_are_timed_and_their_errors_counted(guarded, vault_server,
-                                                                opa_server, serve_app,
-                                                                make_settings):
+@pytest.mark.usefixtures("guarded")
+def test_vault_and_opa_calls_are_timed_and_their_errors_counted(vault_server, opa_server,
+                                                                serve_app, make_settings):
     """OPA answers 500 once (the alert is answered 503, nothing done), then
     the redelivery is decided by OPA and acts with a Vault-issued credential."""
     app = serve_app(make_settings(vault=vault_server.settings(), policy=PolicySettings(
