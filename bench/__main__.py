@@ -195,6 +195,38 @@ def bench_http(full_targets: int = 3000) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_metrics_cost(rounds: int = 3) -> list[dict[str, Any]]:
+    """The deny path with metrics on and off (bench.metrics_off_app), two
+    servers of the same snapshot app side by side, runs alternated ``rounds``
+    times per concurrency; the median of each, and the cost of metrics."""
+    on, on_url, _ = serve("remediation.app:create_app", {
+        "REMEDIATION_SNAPSHOT": str(SNAPSHOT), "REMEDIATION_TARGET_WINDOW": "0"})
+    off, off_url, _ = serve("bench.metrics_off_app:create_app", {
+        "REMEDIATION_SNAPSHOT": str(SNAPSHOT), "REMEDIATION_TARGET_WINDOW": "0"})
+    rows = []
+    try:
+        for conc in (1, 16):
+            runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            for i in range(rounds):
+                # fresh incidents for every run (the load cursor walks each list on)
+                for label, url in (("off", off_url), ("on", on_url)):
+                    side = 0 if label == "off" else 1
+                    denied = [event_request("04-vllm-hung-protected-namespace",
+                                            f"{conc:02x}{i:02x}{side:x}{n:011x}")
+                              for n in range(5000)]
+                    runs[label].append(load(url, denied, conc))
+            med = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
+            p99 = {k: statistics.median(r["p99_ms"] for r in v) for k, v in runs.items()}
+            statuses = {k: v[-1].get("statuses", {}) for k, v in runs.items()}
+            rows.append({"conc": conc, "rps_on": med["on"], "rps_off": med["off"],
+                         "p99_on_ms": p99["on"], "p99_off_ms": p99["off"],
+                         "cost": 1 - med["on"] / med["off"], "statuses": statuses})
+    finally:
+        for p in (on, off):
+            p.terminate()
+    return rows
+
+
 def bench_storm(alerts: int = 20000, targets: int = 200) -> dict[str, Any]:
     """One Alertmanager group of ``alerts`` alerts over ``targets`` Deployments,
     against the emulator, through the webhook: one action per distinct target."""
@@ -340,6 +372,8 @@ def main() -> int:
     http = bench_http()
     print("alert storm (20,000 alerts) ...", flush=True)
     storm = bench_storm()
+    print("deny path, metrics on and off ...", flush=True)
+    metered = bench_metrics_cost()
     deny16 = next(r for r in http if r["case"] == "denied" and r["conc"] == 16)
     full16 = next(r for r in http if r["case"] == "full plan+apply" and r["conc"] == 16)
     deny1 = next(r for r in http if r["case"] == "denied" and r["conc"] == 1)
@@ -361,6 +395,8 @@ def main() -> int:
          cold["ready_s"] < .5),
         ("embedded decision p50 <= 100 us", f"{policy['embedded_p50_us']:.0f} us",
          policy["embedded_p50_us"] <= 100),
+        ("metrics cost <= 5% on the deny path (1 / 16)",
+         " / ".join(f"{r['cost']:.1%}" for r in metered), max(r["cost"] for r in metered) <= .05),
     ]
     def answered(r: dict[str, Any]) -> str:
         seen = {k: v for k, v in r.get("statuses", {}).items() if k != "-"}
@@ -374,6 +410,11 @@ def main() -> int:
           "|---|---|---|---|---|---|---|"]
     md += [f"| {r['case']} | {r['conc']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
            f"| {r['ratio']:.0%} | {answered(r)} |" for r in http]
+    md += ["",
+           "| deny path | conns | req/s metrics on | req/s off | p99 ms on | p99 ms off | cost |",
+           "|---|---|---|---|---|---|---|"]
+    md += [f"| denied | {r['conc']} | {r['rps_on']:.0f} | {r['rps_off']:.0f} | "
+           f"{r['p99_on_ms']:.2f} | {r['p99_off_ms']:.2f} | {r['cost']:.1%} |" for r in metered]
     md += ["", "| target | measured | |", "|---|---|---|"]
     md += [f"| {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in targets]
     md += ["", f"Storm: {storm['alerts']} alerts over {storm['targets']} Deployments, "
@@ -394,6 +435,7 @@ def main() -> int:
     (RESULTS / "latest.md").write_text(text + "\n")
     (RESULTS / "latest.json").write_text(json.dumps(
         {"http": http, "storm": storm, "cold_start": cold, "policy": policy,
+         "metrics_cost": metered,
          "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}, indent=2))
     return 0
 

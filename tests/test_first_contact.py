@@ -117,7 +117,10 @@ def test_refusals_never_log_the_splunk_token_in_the_path(fleet, make_settings, s
 
 def test_truncated_alerts_are_logged_counted_and_in_the_reply(fleet, make_settings, serve_app,
                                                               caplog):
+    from tests.scrape import scrape, value
+
     app = serve_app(make_settings())
+    before = scrape(app)  # the counters are the process's: compare with before
     doc = payload("01-vllm-hung")
     doc["truncatedAlerts"] = 1234
     with caplog.at_level(logging.WARNING, logger="remediation.app"):
@@ -125,9 +128,12 @@ def test_truncated_alerts_are_logged_counted_and_in_the_reply(fleet, make_settin
     assert resp.status_code == 200
     assert resp.json()["truncated_alerts"] == 1234
     assert any('"truncated_alerts":1234' in r.getMessage() for r in caplog.records)
-    metrics = app.client.get(app.url + "/metrics").text
-    assert "remediation_alertmanager_truncated_alerts_total 1234" in metrics
-    assert 'remediation_outcomes_total{function="restart-engine",status="applied"} 1' in metrics
+    after = scrape(app)
+    truncated = "remediation_alertmanager_truncated_alerts_total"
+    assert value(after, truncated) - value(before, truncated) == 1234
+    applied = {"function": "restart-engine", "action": "rollout-restart", "status": "applied"}
+    assert (value(after, "remediation_outcomes_total", **applied)
+            - value(before, "remediation_outcomes_total", **applied)) == 1
 
 
 def test_a_group_over_the_body_limit_gets_413_saying_which_max_alerts_fits(fleet,

@@ -143,3 +143,24 @@ def test_func_python_path_refuses_a_huge_declared_body_from_its_headers(func_ser
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents+json"
                      b"\r\nContent-Length: 268435456\r\n\r\n" + b"{" * 1024)
         assert sock.recv(4096).split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 413")
+
+
+def test_func_python_path_serves_metrics(func_service):
+    """The same /metrics under func-python's (ASGI) server: what this process did."""
+    from tests.scrape import total, value
+
+    doc = json.loads((demo_dir() / "events" / "01-vllm-hung.json").read_text())
+    (event,) = alertmanager_to_events(doc)
+    (event,) = sign_events([event], EVENT_KEY, now=time.time(), rebuild=new_event)
+    headers, body = to_binary(event)
+    assert httpx.post(func_service + "/", headers=headers, content=body,
+                      timeout=30).status_code == 200
+    assert httpx.post(func_service + "/", content=b"{", timeout=30, headers={
+        "Content-Type": "application/cloudevents+json"}).status_code == 401
+    resp = httpx.get(func_service + "/metrics", timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert value(resp.text, "remediation_outcomes_total", function="restart-engine",
+                 action="rollout-restart", status="planned") == 1
+    assert value(resp.text, "remediation_input_rejected_total", reason="unauthorized") == 1
+    assert total(resp.text, "remediation_build_info") == 1

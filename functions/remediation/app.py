@@ -23,7 +23,7 @@ Routes:
   ``REMEDIATION_MCP_HTTP`` is on, behind the bearer token
   ``REMEDIATION_MCP_TOKEN`` (see ``mcp_server``).
 
-- ``GET /metrics``: counters in the Prometheus text format.
+- ``GET /metrics``: Prometheus metrics (:mod:`.metrics`; the README's table).
 
 Malformed input gets a 400 JSON error naming the problem and never reaches
 the pipeline; bodies over the limit get 413 before they are read. Every 4xx
@@ -39,13 +39,13 @@ import json
 import logging
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from flask import Flask, Response, request
 
+from . import metrics
 from .dispatch import handle_event, handle_events, http_status, log_outcome
 from .errors import InvalidInput, TemporaryError
 from .events.alertmanager import SOURCE_PREFIX, convert_alertmanager, max_alerts_for
@@ -74,6 +74,7 @@ def _error(status: int, error: str, message: str, attribute: str | None = None) 
     if attribute:
         body["attribute"] = attribute
     if 400 <= status < 500:
+        metrics.input_rejected(error)
         # One line per refusal; the endpoint's name, never the path (Splunk's
         # token rides in it) and never a header.
         try:
@@ -83,33 +84,6 @@ def _error(status: int, error: str, message: str, attribute: str | None = None) 
         log.warning("%s", json.dumps({"http_status": status, "endpoint": endpoint, **body},
                                      separators=(",", ":")))
     return _json(body, status)
-
-
-class Counters:
-    """Monotonic counters for ``GET /metrics`` (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-
-    def add(self, name: str, value: int = 1, **labels: str) -> None:
-        with self._lock:
-            self._values[(name, tuple(sorted(labels.items())))] += value
-
-    def get(self, name: str, **labels: str) -> int:
-        with self._lock:
-            return self._values[(name, tuple(sorted(labels.items())))]
-
-    def render(self) -> str:
-        with self._lock:
-            items = sorted(self._values.items())
-        lines = []
-        for (name, labels), value in items:
-            text = ",".join('{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"')
-                                                          .replace("\n", "\\n"))
-                            for k, v in labels)
-            lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
-        return "\n".join(lines) + "\n"
 
 
 def _same(given: str, expected: str) -> bool:
@@ -147,7 +121,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
     if not routes.functions:  # the alert's remediation label may name any known function
         routes = replace(routes, functions=frozenset(pipeline.catalogue))
 
-    counters = Counters()
+    metrics.known_functions(pipeline.catalogue)
     too_large_msg = f"body exceeds {http.max_body_bytes} bytes"
     # Alertmanager re-sends the same group at every group_interval: say what to change
     too_large_am = (f"{too_large_msg}; Alertmanager re-sends this group at every group_interval "
@@ -198,9 +172,6 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                 {"event_id": o.event_id, "reasons": list(o.reasons)} for o in rejected],
                 extra=extra)
         outcomes = rejected + handle_events(pipeline, events, via="webhook")
-        for o in outcomes:
-            counters.add("remediation_outcomes_total", status=o.status.value,
-                         function=o.function or "none")
         status = http_status(outcomes)
         summary = {"received": len(events) + len(rejected), **(extra or {}),
                    "outcomes": [{"status": o.status.value, "function": o.function,
@@ -347,7 +318,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                                    "bytes": len(body), "truncated_alerts": converted.truncated},
                                   separators=(",", ":")))
         if converted.truncated:
-            counters.add("remediation_alertmanager_truncated_alerts_total", converted.truncated)
+            metrics.alertmanager_truncated(converted.truncated)
             receiver = converted.events[0].get_source() if converted.events else ""
             log.warning("%s", json.dumps({
                 "truncated_alerts": converted.truncated, "received": len(converted.events)
@@ -357,6 +328,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                 separators=(",", ":")))
             extra["truncated_alerts"] = converted.truncated
         rejected = []
+        metrics.input_rejected("invalid-alert", len(converted.rejected))
         for r in converted.rejected:
             outcome = Outcome(status=Status.REJECTED, function="", event_id=r.event_id,
                               event_source="/webhooks/alertmanager", reasons=(r.reason,))
@@ -401,9 +373,14 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
                     and _same(password, http.alertmanager_basic_password.reveal()))
         return False
 
+    from .runtime import state_reader
+
+    read_state = state_reader(pipeline, dead_letters if dead_letter_mode else None)
+
     @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(counters.render(), status=200, mimetype="text/plain; version=0.0.4")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition(read_state)
+        return Response(body, status=200, headers={"Content-Type": content_type})
 
     @app.get("/health/liveness")
     @app.get("/healthz")
@@ -432,7 +409,6 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         return _error(500, "internal-error", "internal error; the event was not acted on")
 
     app.extensions["remediation.pipeline"] = pipeline
-    app.extensions["remediation.counters"] = counters
     if settings.mcp.http:
         _mount_mcp(app, settings, pipeline)
     return app

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from . import metrics
 from .errors import InvalidInput
 from .events.signal import signal_from_event
 from .guard.approval import verify_approval
@@ -42,6 +43,7 @@ def outcome_record(outcome: Outcome, *, alertname: str = "", via: str = "") -> d
 
 
 def log_outcome(outcome: Outcome, *, alertname: str = "", via: str = "") -> None:
+    metrics.outcome(outcome)  # every outcome is logged here, once: so it is counted here
     level = logging.WARNING if outcome.status in _LOUD else logging.INFO
     if outcome_log.isEnabledFor(level):
         outcome_log.log(level, "%s", json.dumps(outcome_record(outcome, alertname=alertname,

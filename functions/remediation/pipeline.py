@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from . import metrics
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
 from .credentials import ScopedCredential
@@ -304,13 +305,16 @@ class Pipeline:
                 return self._outcome(signal, Status.DUPLICATE, fn, plan=plan, dry_run=dry_run,
                                      reasons=(f"already handled for this incident "
                                               f"({taken.status})",))
+        since = metrics.started()
         try:
             claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
                                       now=now, ttl=self.settings.ledger.claim_ttl,
                                       target_window=self.settings.ledger.target_window)
         except TemporaryError as exc:  # the Lease ledger's API is down or slow
+            metrics.claimed(None, since)
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
                                  retryable=True, reasons=(f"ledger unavailable: {exc}",))
+        metrics.claimed(claim, since)
         if not claim.won and claim.status == ClaimResult.TARGET_RECENT:
             if batch is not None and claim.other_status in ACTED:
                 batch.taken[(str(plan.target), plan.action)] = TakenTarget(
@@ -404,10 +408,12 @@ class Pipeline:
         cluster was already changed, so a ledger that fails now must not turn
         the answer into "not acted on" (issue 15): the outcome still says what
         was done, with a warning that the ledger did not record it."""
+        since = metrics.started()
         try:
             self.ledger.finish(plan.key, LedgerStatus(status.value), now=self.clock(),
                                decision=decision.as_dict() if decision else None,
                                reasons=list(reasons))
+            metrics.ledger_operation("finish", since)
         except Exception as exc:
             if not acted:
                 raise
@@ -428,13 +434,16 @@ class Pipeline:
         except TemporaryError as exc:
             return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
                                dry_run=dry_run)
+        since = metrics.started()
         try:
             decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
                               cluster=cluster, self_namespace=self.settings.kube.self_namespace,
                               dry_run=dry_run, stats=stats, now=self._now(), approval=approval,
                               facts=facts)
         except TemporaryError as exc:
+            metrics.decided(self.policy, None, since)
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
+        metrics.decided(self.policy, decision, since)
         if not decision.allow:
             return self._final(signal, plan, Status.DENIED, dry_run=dry_run, decision=decision,
                                reasons=decision.reasons)
@@ -574,6 +583,8 @@ class Pipeline:
                                   acted=not dry_run)
         finally:
             writer.close()
+        if not dry_run:
+            metrics.applied(signal, fn, self.clock())
         if dry_run or self.settings.verify.deadline <= 0:
             return applied
         if self.publish is not None:
@@ -581,7 +592,9 @@ class Pipeline:
                 self.publish(applied)
             except Exception as exc:  # noqa: BLE001 - the final outcome still reports
                 log.warning("could not publish the applied outcome early: %s", exc)
-        return replace(applied, verification=self._verify(plan, cluster, owners))
+        verified = self._verify(plan, cluster, owners)
+        metrics.verified(signal, fn, str(verified["result"]), self.clock())
+        return replace(applied, verification=verified)
 
     def _relative(self, plan: Plan) -> bool:
         """Is the plan's action relative to the state it was planned on (a

@@ -8,12 +8,14 @@ imported lazily here so a snapshot replay never loads the Kubernetes client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .actions.catalogue import CATALOGUE
 from .credentials import AmbientCredentials
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
+from .metrics import State
 from .model import Outcome
 from .pipeline import STATS_WINDOW_SECONDS, Pipeline
 from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine
@@ -192,3 +194,77 @@ def close_pipeline(pipeline: Pipeline) -> None:
                 close()
             except Exception:  # noqa: BLE001 - shutting down, best effort
                 log.warning("error closing %s", type(port).__name__)
+
+
+def state_reader(pipeline: Pipeline,
+                 dead_letters: Callable[[], Any] | None = None) -> Callable[[], State]:
+    """What ``/metrics`` reads at scrape time (see :class:`metrics.State`):
+    pending approvals (the ledger), GPU nodes cordoned by us, by others and
+    the circuit breaker's limit (the cluster, when this process serves
+    drain-gpu-node; the limit from the policy data shipped here, which an
+    OPA server's own bundle may override), dead letters (the dead-letter
+    function only). A part that cannot be read is left out, never guessed."""
+    from math import floor
+
+    from .actions.drain_gpu_node import CORDONED_BY
+    from .actions.kit.gpu import is_gpu_node
+
+    settings = pipeline.settings
+    served = settings.functions
+    # the webhook adapter and the dead-letter function act on nothing (and
+    # have no Kubernetes identity): no ledger or cluster reads for them
+    acts = not settings.http.sink and (not served or any(f in pipeline.catalogue
+                                                          for f in served))
+    drains = acts and (not served or "drain-gpu-node" in served)
+    percent: float | None = None
+    if drains:
+        try:
+            from pathlib import Path
+
+            from .clients.rego import default_policy_dir, load_policy_sources
+
+            pol = settings.policy
+            _modules, data = load_policy_sources(
+                Path(pol.policy_dir) if pol.policy_dir else default_policy_dir(), pol.data_file)
+            value = ((data.get("remediation_config") or {}).get("limits") or {}).get(
+                "max_cordoned_gpu_nodes_percent")
+            percent = float(value) if isinstance(value, (int, float)) else None
+        except Exception as exc:  # noqa: BLE001 - the gauge is left out, nothing else
+            log.warning("circuit-breaker limit unknown for /metrics: %s", exc)
+
+    def read() -> State:
+        now = pipeline.clock()
+        pending: int | None = None
+        oldest: float | None = None
+        try:
+            if acts:
+                records = pipeline.ledger.pending(now=now)
+                pending = len(records)
+                oldest = max((now - float(r.get("updated_at") or now) for r in records),
+                             default=0.0)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("pending approvals unknown for /metrics: %s", type(exc).__name__)
+        nodes: dict[str, int | None] = {}
+        if drains:
+            try:
+                gpu = [n for n in pipeline.cluster.facts(settings.cluster).list("Node")
+                       if is_gpu_node(n)]
+                cordoned = [n for n in gpu if (n.get("spec") or {}).get("unschedulable")]
+                ours = sum(1 for n in cordoned if ((n.get("metadata") or {}).get(
+                    "annotations") or {}).get(CORDONED_BY))
+                nodes = {"gpu_nodes": len(gpu), "gpu_nodes_cordoned_by_us": ours,
+                         "gpu_nodes_cordoned_by_others": len(cordoned) - ours,
+                         "gpu_nodes_cordon_limit": None if percent is None
+                         else floor(len(gpu) * percent / 100)}
+            except Exception as exc:  # noqa: BLE001
+                log.warning("GPU nodes unknown for /metrics: %s", type(exc).__name__)
+        letters: int | None = None
+        if dead_letters is not None:
+            try:
+                letters = len(dead_letters().list())
+            except Exception as exc:  # noqa: BLE001
+                log.warning("dead letters unknown for /metrics: %s", type(exc).__name__)
+        return State(pending_approvals=pending, oldest_pending_approval_seconds=oldest,
+                     dead_letters=letters, **nodes)
+
+    return read

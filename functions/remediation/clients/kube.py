@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
 
+from .. import metrics
 from ..credentials import ScopedCredential
 from ..errors import ActionFailed, DependencyUnavailable, InvalidInput
 from ..executor import StepResult
@@ -189,10 +190,11 @@ class _Api:
         request = self.api_client.param_serialize(
             method=method, resource_path=path, query_params=list((query or {}).items()),
             header_params=headers, body=body, auth_settings=["BearerToken"])
-        resp = self.api_client.call_api(*request, _request_timeout=self.timeout)
-        resp.read()
-        if not 200 <= resp.status <= 299:
-            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        with metrics.dependency_call("kubernetes"):
+            resp = self.api_client.call_api(*request, _request_timeout=self.timeout)
+            resp.read()
+            if not 200 <= resp.status <= 299:
+                raise ApiException.from_response(http_resp=resp, body=None, data=None)
         return json.loads(resp.data) if resp.data else {}
 
     def call(self, what: str, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import metrics
 from ..errors import DependencyUnavailable, InvalidInput
 from ..settings import PolicySettings
 
@@ -52,9 +53,10 @@ class OpaServerPolicyEngine:
             if attempt:
                 time.sleep(min(0.1 * 2 ** attempt, 1.0))
             try:
-                answer = self._client.query_rule(input_data=dict(input_doc),
-                                                 package_path=self._package,
-                                                 rule_name=self._rule)
+                with metrics.dependency_call("opa"):
+                    answer = self._client.query_rule(input_data=dict(input_doc),
+                                                     package_path=self._package,
+                                                     rule_name=self._rule)
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 message = _opa_message(exc.response)

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import metrics
 from ..credentials import ScopedCredential
 from ..errors import ActionFailed, DependencyUnavailable, RemediationError
 from ..model import Plan
@@ -249,8 +250,9 @@ class VaultCredentialBroker:
         client = self._vault()
         client.token = ""
         with self._calling(f"login (auth/{s.auth_mount}, role {s.auth_role})"):
-            resp = client.auth.kubernetes.login(s.auth_role, jwt, use_token=False,
-                                                mount_point=s.auth_mount)
+            with metrics.dependency_call("vault"):
+                resp = client.auth.kubernetes.login(s.auth_role, jwt, use_token=False,
+                                                    mount_point=s.auth_mount)
             auth = resp["auth"]
             token = str(auth["client_token"])
             ttl = float(auth.get("lease_duration") or 0)
@@ -294,7 +296,8 @@ class VaultCredentialBroker:
         client = self._client
         try:
             with self._calling("token renewal"):
-                resp = client.auth.token.renew_self()
+                with metrics.dependency_call("vault"):
+                    resp = client.auth.token.renew_self()
                 auth = resp["auth"]
                 ttl = float(auth.get("lease_duration") or 0)
         except DependencyUnavailable:
@@ -413,7 +416,8 @@ class VaultCredentialBroker:
             client = self._ensure_token(min_left=min_left)
             with self._calling(what):
                 try:
-                    return call(client)
+                    with metrics.dependency_call("vault"):
+                        return call(client)
                 except hx.Forbidden:
                     if attempt == 2:
                         raise
@@ -487,7 +491,7 @@ class VaultCredentialBroker:
             client, had_token = self._client, bool(self._token)
             if client is not None and had_token:
                 try:
-                    with self._calling("token revocation"):
+                    with self._calling("token revocation"), metrics.dependency_call("vault"):
                         client.auth.token.revoke_self()
                 except RemediationError as exc:
                     log.warning("could not revoke the Vault token (it expires at its TTL): %s",
