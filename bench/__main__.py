@@ -196,21 +196,24 @@ def bench_http(full_targets: int = 3000) -> list[dict[str, Any]]:
 
 
 def bench_metrics_cost(rounds: int = 3) -> list[dict[str, Any]]:
-    """The deny path with metrics on and off (bench.metrics_off_app), two
-    servers of the same snapshot app side by side, runs alternated ``rounds``
-    times per concurrency; the median of each, and the cost of metrics."""
+    """The deny path with metrics on and off (bench.metrics_off_app), and with
+    tracing on too (bench.traced_app): three servers of the same snapshot app
+    side by side, runs alternated ``rounds`` times per concurrency; the median
+    of each, the cost of metrics (on vs off) and of tracing (traced vs on)."""
     on, on_url, _ = serve("remediation.app:create_app", {
         "REMEDIATION_SNAPSHOT": str(SNAPSHOT), "REMEDIATION_TARGET_WINDOW": "0"})
     off, off_url, _ = serve("bench.metrics_off_app:create_app", {
         "REMEDIATION_SNAPSHOT": str(SNAPSHOT), "REMEDIATION_TARGET_WINDOW": "0"})
+    traced, traced_url, _ = serve("bench.traced_app:create_app", {
+        "REMEDIATION_SNAPSHOT": str(SNAPSHOT), "REMEDIATION_TARGET_WINDOW": "0"})
     rows = []
     try:
         for conc in (1, 16):
-            runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": [], "traced": []}
             for i in range(rounds):
                 # fresh incidents for every run (the load cursor walks each list on)
-                for label, url in (("off", off_url), ("on", on_url)):
-                    side = 0 if label == "off" else 1
+                for side, (label, url) in enumerate((("off", off_url), ("on", on_url),
+                                                     ("traced", traced_url))):
                     denied = [event_request("04-vllm-hung-protected-namespace",
                                             f"{conc:02x}{i:02x}{side:x}{n:011x}")
                               for n in range(5000)]
@@ -220,9 +223,11 @@ def bench_metrics_cost(rounds: int = 3) -> list[dict[str, Any]]:
             statuses = {k: v[-1].get("statuses", {}) for k, v in runs.items()}
             rows.append({"conc": conc, "rps_on": med["on"], "rps_off": med["off"],
                          "p99_on_ms": p99["on"], "p99_off_ms": p99["off"],
-                         "cost": 1 - med["on"] / med["off"], "statuses": statuses})
+                         "cost": 1 - med["on"] / med["off"], "statuses": statuses,
+                         "rps_traced": med["traced"], "p99_traced_ms": p99["traced"],
+                         "tracing_cost": 1 - med["traced"] / med["on"]})
     finally:
-        for p in (on, off):
+        for p in (on, off, traced):
             p.terminate()
     return rows
 
@@ -411,10 +416,13 @@ def main() -> int:
     md += [f"| {r['case']} | {r['conc']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
            f"| {r['ratio']:.0%} | {answered(r)} |" for r in http]
     md += ["",
-           "| deny path | conns | req/s metrics on | req/s off | p99 ms on | p99 ms off | cost |",
-           "|---|---|---|---|---|---|---|"]
+           "| deny path | conns | req/s metrics on | req/s off | p99 ms on | p99 ms off | "
+           "metrics cost | req/s + tracing | p99 ms + tracing | tracing cost |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| denied | {r['conc']} | {r['rps_on']:.0f} | {r['rps_off']:.0f} | "
-           f"{r['p99_on_ms']:.2f} | {r['p99_off_ms']:.2f} | {r['cost']:.1%} |" for r in metered]
+           f"{r['p99_on_ms']:.2f} | {r['p99_off_ms']:.2f} | {r['cost']:.1%} | "
+           f"{r['rps_traced']:.0f} | {r['p99_traced_ms']:.2f} | {r['tracing_cost']:.1%} |"
+           for r in metered]
     md += ["", "| target | measured | |", "|---|---|---|"]
     md += [f"| {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in targets]
     md += ["", f"Storm: {storm['alerts']} alerts over {storm['targets']} Deployments, "

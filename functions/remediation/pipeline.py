@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from . import metrics
+from . import metrics, tracing
 from .actions import verify as verification
 from .actions.base import PlanContext, Remediation
 from .credentials import ScopedCredential
@@ -203,7 +203,15 @@ class Pipeline:
     def handle(self, signal: Signal, *, via: str = "trigger", requested: str = "",
                batch: BatchMemo | None = None) -> Outcome:
         """Handle one signal. ``batch``: shared by the signals of one batch
-        so cluster facts are read once per batch, not once per alert."""
+        so cluster facts are read once per batch, not once per alert. One
+        trace per signal when tracing is on (see :mod:`.tracing`)."""
+        with tracing.root(signal.traceparent, signal.tracestate, via=via,
+                          event_type=signal.type, alertname=signal.name) as root:
+            return tracing.finish(root, self._handle(signal, via=via, requested=requested,
+                                                     batch=batch))
+
+    def _handle(self, signal: Signal, *, via: str, requested: str,
+                batch: BatchMemo | None) -> Outcome:
         planned = self.plan(signal, requested=requested, batch=batch, via=via)
         if isinstance(planned, Outcome):
             return planned
@@ -231,7 +239,8 @@ class Pipeline:
                 f"cluster {signal.cluster[:80]!r} is not served here (this instance serves "
                 f"{', '.join(served_clusters)}: REMEDIATION_CLUSTERS); nothing was read or "
                 "changed",))
-        function = self.route(signal, requested)
+        with tracing.span("route"):
+            function = self.route(signal, requested)
         if not function:
             label = signal.labels.get(REMEDIATION_LABEL, "")
             why = f"no remediation is routed for {signal.name!r}" + (
@@ -263,7 +272,8 @@ class Pipeline:
                               options=self.routes.options_for(function),
                               history=self._history if batch is None
                               else self._batch_history(batch))
-            planned = remediation.planner(ctx)
+            with tracing.span("plan", function=function):
+                planned = remediation.planner(ctx)
         except InvalidInput as exc:
             return self._outcome(signal, Status.REJECTED, function, reasons=(str(exc),))
         except TemporaryError as exc:
@@ -307,9 +317,11 @@ class Pipeline:
                                               f"({taken.status})",))
         since = metrics.started()
         try:
-            claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
-                                      now=now, ttl=self.settings.ledger.claim_ttl,
-                                      target_window=self.settings.ledger.target_window)
+            with tracing.span("claim", function=fn, action=plan.action, key=plan.key,
+                              target=str(plan.target)):
+                claim = self.ledger.claim(plan, holder=self.holder, event_id=signal.event_id,
+                                          now=now, ttl=self.settings.ledger.claim_ttl,
+                                          target_window=self.settings.ledger.target_window)
         except TemporaryError as exc:  # the Lease ledger's API is down or slow
             metrics.claimed(None, since)
             return self._outcome(signal, Status.RETRY, fn, plan=plan, dry_run=dry_run,
@@ -436,10 +448,14 @@ class Pipeline:
                                dry_run=dry_run)
         since = metrics.started()
         try:
-            decision = decide(self.policy, plan, signal, actor=self.settings.actor, via=via,
-                              cluster=cluster, self_namespace=self.settings.kube.self_namespace,
-                              dry_run=dry_run, stats=stats, now=self._now(), approval=approval,
-                              facts=facts)
+            with tracing.span("decide", action=plan.action) as decide_span:
+                decision = decide(self.policy, plan, signal, actor=self.settings.actor,
+                                  via=via, cluster=cluster,
+                                  self_namespace=self.settings.kube.self_namespace,
+                                  dry_run=dry_run, stats=stats, now=self._now(),
+                                  approval=approval, facts=facts)
+                if decide_span is not None:
+                    decide_span.set_attribute("remediation.allow", decision.allow)
         except TemporaryError as exc:
             metrics.decided(self.policy, None, since)
             return self._retry(signal, plan, f"policy unavailable: {exc}", dry_run=dry_run)
@@ -525,7 +541,8 @@ class Pipeline:
     def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
                  dry_run: bool) -> Outcome:
         try:
-            credential = self.credentials.lease(plan, cluster)
+            with tracing.span("credentials", action=plan.action):
+                credential = self.credentials.lease(plan, cluster)
         except TemporaryError as exc:
             return self._retry(signal, plan, f"credentials unavailable: {exc}", dry_run=dry_run,
                                decision=decision)
@@ -542,7 +559,7 @@ class Pipeline:
                credential: ScopedCredential, *, cluster: str, dry_run: bool) -> Outcome:
         fn = plan.function
         owners = self._owners(plan, cluster) if not dry_run else {}
-        writer = self.cluster.writer(cluster, credential)
+        writer = tracing.traced(self.cluster.writer(cluster, credential))
         try:
             try:
                 results = execute(plan, writer, dry_run=dry_run)
@@ -592,7 +609,10 @@ class Pipeline:
                 self.publish(applied)
             except Exception as exc:  # noqa: BLE001 - the final outcome still reports
                 log.warning("could not publish the applied outcome early: %s", exc)
-        verified = self._verify(plan, cluster, owners)
+        with tracing.span("verify", action=plan.action) as verify_span:
+            verified = self._verify(plan, cluster, owners)
+            if verify_span is not None:
+                verify_span.set_attribute("remediation.result", str(verified["result"]))
         metrics.verified(signal, fn, str(verified["result"]), self.clock())
         return replace(applied, verification=verified)
 

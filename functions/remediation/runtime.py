@@ -130,6 +130,9 @@ def build_sender_auth(settings: Settings) -> Any:
 def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
     """A ready pipeline; ``overrides`` replace any port (tests, CLI)."""
     ports: dict[str, Any] = dict(overrides)
+    from . import tracing
+
+    tracing.configure(settings.otlp_endpoint)  # once per process; off when unset
     if "routes" not in ports:
         # an unknown function or a bad matcher is refused here, at start-up
         ports["routes"] = load_routes(settings.routes_file,

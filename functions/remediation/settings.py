@@ -194,6 +194,8 @@ class Settings:
     approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     mcp: MCPSettings = field(default_factory=MCPSettings)
+    #: OTEL_EXPORTER_OTLP_ENDPOINT: export trace spans over OTLP/HTTP there; empty: off
+    otlp_endpoint: str = ""
 
     @property
     def served_clusters(self) -> tuple[str, ...]:
@@ -217,6 +219,8 @@ class Settings:
         g = env.get
         return cls(
             dry_run=_bool(g("REMEDIATION_DRY_RUN"), True),
+            otlp_endpoint=g("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+            or g("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             actor=g("REMEDIATION_ACTOR", "inference-remediation"),
             cluster=g("REMEDIATION_CLUSTER", ""),
             clusters=tuple(c.strip() for c in g("REMEDIATION_CLUSTERS", "").split(",")
