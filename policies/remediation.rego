@@ -3,7 +3,8 @@
 # Input: see functions/remediation/guard/policy.py (policy_input): action,
 # function, plan (steps, params), target, namespaces, kinds, event, actor,
 # cluster, self_namespace, dry_run, stats (ledger counts in a window), now,
-# facts (nodes, namespaces and workloads the plan touches, from the cluster).
+# facts (nodes, namespaces and workloads the plan touches, from the cluster),
+# slo (the target's error budget, when one is configured: see the last section).
 # Data: policies/data.json under data.remediation_config (operators merge their own).
 #
 # Output: data.remediation.decision =
