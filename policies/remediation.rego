@@ -3,7 +3,8 @@
 # Input: see functions/remediation/guard/policy.py (policy_input): action,
 # function, plan (steps, params), target, namespaces, kinds, event, actor,
 # cluster, self_namespace, dry_run, stats (ledger counts in a window), now,
-# facts (nodes, namespaces and workloads the plan touches, from the cluster).
+# facts (nodes, namespaces and workloads the plan touches, from the cluster),
+# slo (the target's error budget, when one is configured: see the last section).
 # Data: policies/data.json under data.remediation_config (operators merge their own).
 #
 # Output: data.remediation.decision =
@@ -88,13 +89,22 @@ approver_refused if {
 	not input.approval.approved_by in items(cfg, "approvers")
 }
 
+# An exhausted error budget (input.slo, see the SLO section below): disruptive
+# actions wait for a human.
+needs_approval if {
+	allow
+	budget_exhausted
+	input.action in slo_approval_actions
+	not approved
+}
+
 default dry_run := false
 
 dry_run if cfg.force_dry_run == true
 
 reasons := sort(deny) if count(deny) > 0
 
-reasons := [sprintf("allowed: %v on %v/%v", [input.action, input.target.kind, input.target.name])] if count(deny) == 0
+reasons := array.concat([sprintf("allowed: %v on %v/%v", [input.action, input.target.kind, input.target.name])], sort(notes)) if count(deny) == 0
 
 decision := {"allow": allow, "reasons": reasons, "needs_approval": needs_approval, "dry_run": dry_run}
 
@@ -280,12 +290,16 @@ deny contains msg if {
 
 # -- how much: cooldowns, rate limits, circuit breaker ----------------------
 
-deny contains msg if {
-	limit := cfg.actions[input.action].max_per_target_in_window
+cooldown_hit if {
 	n := stats.target_actions_in_window
 	is_number(n)
-	n >= limit
-	msg := sprintf("cooldown: %v already acted on %v time(s) in the window (limit %v)", [input.target.name, n, limit])
+	n >= cfg.actions[input.action].max_per_target_in_window
+}
+
+deny contains msg if {
+	cooldown_hit
+	not cooldown_relaxed
+	msg := sprintf("cooldown: %v already acted on %v time(s) in the window (limit %v)", [input.target.name, stats.target_actions_in_window, cfg.actions[input.action].max_per_target_in_window])
 }
 
 deny contains msg if {
@@ -474,4 +488,90 @@ deny contains msg if {
 	cfg.actions[input.action].only_in_maintenance_window == true
 	not in_maintenance_window
 	msg := sprintf("action %v runs only in a maintenance window", [input.action])
+}
+
+# -- error budgets: input.slo (issue 16) ---------------------------------------
+# The target's SLO as Prometheus has it (clients/prometheus.py, from Sloth or
+# Pyrra recording rules): {"available": true, "service", "slo", "burn_rates":
+# {"5m": n, "1h": n, "6h": n, ...}, "error_budget_remaining": n (a ratio of
+# the period's budget, <= 0 when spent)}. Prometheus down, slow or without
+# data: {"available": false, "reason"}. No SLO configured for the target: no
+# input.slo at all, and nothing here fires.
+#
+# A rule that tightens (approval when the budget is spent) needs the SLO to be
+# read; a rule that relaxes (a fast burn lifts the per-target cooldown for
+# low-risk fixes) never fires without it (fail closed), and says so.
+
+slo_available if {
+	is_object(input.slo)
+	input.slo.available == true
+}
+
+default slo_reason := "no reason given"
+
+slo_reason := input.slo.reason if is_string(input.slo.reason)
+
+default slo_name := "(unnamed)"
+
+slo_name := input.slo.service if is_string(input.slo.service)
+
+# Missing settings (an older bundle) keep the shipped lists; a missing
+# threshold never relaxes anything.
+default slo_approval_actions := ["cordon-drain", "mark-reboot", "evict-pods", "reschedule-pod"]
+
+slo_approval_actions := cfg.slo.exhausted_approval_actions if is_array(cfg.slo.exhausted_approval_actions)
+
+default slo_exhausted_at := 0
+
+slo_exhausted_at := cfg.slo.exhausted_budget_remaining if is_number(cfg.slo.exhausted_budget_remaining)
+
+default slo_bypass_actions := []
+
+slo_bypass_actions := cfg.slo.cooldown_bypass_actions if is_array(cfg.slo.cooldown_bypass_actions)
+
+burn_rate(w) := input.slo.burn_rates[w] if is_number(input.slo.burn_rates[w])
+
+budget_exhausted if {
+	slo_available
+	remaining := input.slo.error_budget_remaining
+	is_number(remaining)
+	remaining <= slo_exhausted_at
+}
+
+# Every window in fast_burn_windows burns at fast_burn_rate or more (the
+# classic page: 5m and 1h at 14.4x, 2% of a 30-day budget in an hour).
+fast_burn if {
+	slo_available
+	threshold := cfg.slo.fast_burn_rate
+	is_number(threshold)
+	windows := items(cfg.slo, "fast_burn_windows")
+	count(windows) > 0
+	burning := [w | some w in windows; burn_rate(w) >= threshold]
+	count(burning) == count(windows)
+}
+
+cooldown_relaxed if {
+	input.action in slo_bypass_actions
+	fast_burn
+}
+
+deny contains msg if {
+	cooldown_hit
+	input.action in slo_bypass_actions
+	is_object(input.slo)
+	not slo_available
+	msg := sprintf("slo: unavailable (%v): cooldown not relaxed", [slo_reason])
+}
+
+# What an allowed decision adds to its reasons.
+notes contains msg if {
+	budget_exhausted
+	input.action in slo_approval_actions
+	msg := sprintf("slo: %v error budget exhausted (%v remaining): %v needs a human's approval", [slo_name, input.slo.error_budget_remaining, input.action])
+}
+
+notes contains msg if {
+	cooldown_hit
+	cooldown_relaxed
+	msg := sprintf("slo: %v burning fast (%v at %v or more): cooldown bypassed", [slo_name, concat(", ", items(cfg.slo, "fast_burn_windows")), cfg.slo.fast_burn_rate])
 }

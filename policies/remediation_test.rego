@@ -548,3 +548,123 @@ test_agent_approval_actions_follow_the_data if {
 		with data.remediation_config.agents.approval_actions as ["rollout-restart"]
 	d.needs_approval == true
 }
+
+# -- error budgets (input.slo) ------------------------------------------------
+
+slo(remaining, b5m, b1h) := {"slo": {"available": true, "service": "llm-serving", "slo": "availability", "burn_rates": {"5m": b5m, "1h": b1h, "6h": 2}, "error_budget_remaining": remaining}}
+
+slo_down := {"slo": {"available": false, "service": "llm-serving", "reason": "prometheus: timed out"}}
+
+cooled(inp) := object.union(inp, {"stats": {"target_actions_in_window": 3}})
+
+test_exhausted_budget_sends_a_drain_to_approval if {
+	d := remediation.decision with input as object.union(drain({}), slo(-0.2, 1, 1))
+	d.allow == true
+	d.needs_approval == true
+	"slo: llm-serving error budget exhausted (-0.2 remaining): cordon-drain needs a human's approval" in d.reasons
+}
+
+test_budget_at_exactly_zero_is_exhausted if {
+	d := remediation.decision with input as object.union(drain({}), slo(0, 1, 1))
+	d.needs_approval == true
+}
+
+test_budget_left_lets_a_drain_run if {
+	d := remediation.decision with input as object.union(drain({}), slo(0.01, 1, 1))
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_every_disruptive_action_waits_on_an_exhausted_budget if {
+	every action in ["cordon-drain", "mark-reboot", "evict-pods", "reschedule-pod"] {
+		remediation.needs_approval with input as object.union(object.union(drain({}), slo(-1, 1, 1)), {"action": action})
+			with remediation.allow as true
+	}
+}
+
+test_exhausted_budget_does_not_stop_a_restart if {
+	d := remediation.decision with input as object.union(restart("llm"), slo(-1, 1, 1))
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_approval_of_the_drain_lets_it_run_on_an_exhausted_budget if {
+	d := remediation.decision with input as object.union(object.union(drain({}), slo(-1, 1, 1)), {"approval": {"approved_by": "alice"}})
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_unavailable_slo_does_not_hold_a_drain if {
+	d := remediation.decision with input as object.union(drain({}), slo_down)
+	d.allow == true
+	d.needs_approval == false
+}
+
+test_fast_burn_lets_a_restart_through_the_cooldown if {
+	d := remediation.decision with input as object.union(cooled(restart("llm")), slo(0.5, 20, 15))
+	d.allow == true
+	"slo: llm-serving burning fast (5m, 1h at 14.4 or more): cooldown bypassed" in d.reasons
+}
+
+test_fast_burn_at_exactly_the_threshold_counts if {
+	d := remediation.decision with input as object.union(cooled(restart("llm")), slo(0.5, 14.4, 14.4))
+	d.allow == true
+}
+
+test_fast_burn_needs_both_windows if {
+	d1 := remediation.decision with input as object.union(cooled(restart("llm")), slo(0.5, 20, 14.3))
+	d1.allow == false
+	"cooldown: vllm already acted on 3 time(s) in the window (limit 3)" in d1.reasons
+	d2 := remediation.decision with input as object.union(cooled(restart("llm")), slo(0.5, 14.3, 20))
+	d2.allow == false
+}
+
+test_fast_burn_does_not_relax_a_drain_cooldown if {
+	inp := object.union(object.union(drain({}), slo(0.5, 20, 20)), {"stats": {"target_actions_in_window": 1}})
+	d := remediation.decision with input as inp
+	d.allow == false
+	"cooldown: gpu-node-1 already acted on 1 time(s) in the window (limit 1)" in d.reasons
+}
+
+test_fast_burn_does_not_lift_the_other_limits if {
+	inp := object.union(restart("llm"), object.union(slo(0.5, 20, 20), {"stats": {"target_actions_in_window": 3, "action_count_in_window": 20}}))
+	d := remediation.decision with input as inp
+	d.allow == false
+	"rate limit: 20 rollout-restart action(s) in the window (limit 20)" in d.reasons
+	not "cooldown: vllm already acted on 3 time(s) in the window (limit 3)" in d.reasons
+}
+
+test_unavailable_slo_keeps_the_cooldown_and_says_why if {
+	d := remediation.decision with input as object.union(cooled(restart("llm")), slo_down)
+	d.allow == false
+	d.reasons == ["cooldown: vllm already acted on 3 time(s) in the window (limit 3)", "slo: unavailable (prometheus: timed out): cooldown not relaxed"]
+}
+
+test_burn_rates_without_available_true_relax_nothing if {
+	inp := object.union(cooled(restart("llm")), {"slo": {"burn_rates": {"5m": 99, "1h": 99}, "error_budget_remaining": 0.5}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_missing_burn_window_relaxes_nothing if {
+	inp := object.union(cooled(restart("llm")), {"slo": {"available": true, "burn_rates": {"5m": 99}, "error_budget_remaining": 0.5}})
+	d := remediation.decision with input as inp
+	d.allow == false
+}
+
+test_no_slo_input_changes_nothing if {
+	d := remediation.decision with input as cooled(restart("llm"))
+	d.reasons == ["cooldown: vllm already acted on 3 time(s) in the window (limit 3)"]
+}
+
+test_data_without_a_threshold_relaxes_nothing if {
+	d := remediation.decision with input as object.union(cooled(restart("llm")), slo(0.5, 99, 99))
+		with data.remediation_config.slo as null
+	d.allow == false
+}
+
+test_data_without_the_slo_section_still_holds_drains_on_an_exhausted_budget if {
+	d := remediation.decision with input as object.union(drain({}), slo(-1, 1, 1))
+		with data.remediation_config.slo as null
+	d.needs_approval == true
+}

@@ -50,7 +50,7 @@ from .model import (
     StepResult,
     stable_digest,
 )
-from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine
+from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine, SLOSource
 from .records import TAKEN, ClaimResult, LedgerRecord, LedgerStatus
 from .routing import REMEDIATION_LABEL, Routes
 from .settings import Settings
@@ -124,6 +124,8 @@ class Pipeline:
     #: finishes (an outcome sink, when one is configured); the final outcome,
     #: verified, is what ``handle`` returns.
     publish: OutcomeSink | None = None
+    #: the target's error budget for the policy (``slo`` input); None: none
+    slo: SLOSource | None = None
 
     def __post_init__(self) -> None:
         # a remediation whose declaration lacks a piece (an action without a
@@ -453,7 +455,7 @@ class Pipeline:
                                   via=via, cluster=cluster,
                                   self_namespace=self.settings.kube.self_namespace,
                                   dry_run=dry_run, stats=stats, now=self._now(),
-                                  approval=approval, facts=facts)
+                                  approval=approval, facts=facts, slo=self._slo(plan))
                 if decide_span is not None:
                     decide_span.set_attribute("remediation.allow", decision.allow)
         except TemporaryError as exc:
@@ -471,6 +473,17 @@ class Pipeline:
                                reasons=decision.reasons + (
                                    "plan only: facts come from a snapshot",))
         return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
+
+    def _slo(self, plan: Plan) -> dict[str, Any] | None:
+        """The target's error budget; a source that fails anyway gives an
+        unavailable SLO (the policy's relaxing rules then do not fire)."""
+        if self.slo is None:
+            return None
+        try:
+            return self.slo.read(plan.target, at=self.clock())
+        except Exception as exc:  # noqa: BLE001 - fail closed, never fail the path
+            log.warning("SLO of %s not read: %s", plan.target, type(exc).__name__)
+            return {"available": False, "reason": f"not read ({type(exc).__name__})"}
 
     def _hold(self, signal: Signal, plan: Plan, decision: Decision, *,
               dry_run: bool, via: str) -> Outcome:

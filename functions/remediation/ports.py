@@ -15,7 +15,8 @@ The pipeline drives these and nothing else; the composition root
   ``clients.opa.OpaServerPolicyEngine``;
 - :class:`CredentialBroker`: ``clients.vault.VaultCredentialBroker``,
   ``credentials.AmbientCredentials``;
-- :class:`OutcomeSink`: ``runtime.build_publisher`` (over ``clients.sink``).
+- :class:`OutcomeSink`: ``runtime.build_publisher`` (over ``clients.sink``);
+- :class:`SLOSource`: ``clients.prometheus.PrometheusSLOSource``.
 
 Structural (``typing.Protocol``): an implementation never imports this module.
 """
@@ -180,3 +181,15 @@ class OutcomeSink(Protocol):
     verification still runs, an approval request on a path with no reply."""
 
     def __call__(self, outcome: Outcome) -> None: ...
+
+
+class SLOSource(Protocol):
+    """A target's error budget for the policy's ``slo`` input (``guard.slo``)."""
+
+    def read(self, target: ObjectRef, *, at: float) -> dict[str, Any] | None:
+        """None: no SLO is configured for ``target``. Otherwise the input,
+        ``{"available": False, "reason"}`` when it cannot be read (never
+        raises)."""
+        ...
+
+    def close(self) -> None: ...

@@ -13,12 +13,13 @@ from typing import Any
 
 from .actions.catalogue import CATALOGUE
 from .credentials import AmbientCredentials
+from .errors import InvalidInput
 from .facts import SnapshotAccess, SnapshotFacts
 from .guard.ledger import SQLiteLedger
 from .metrics import State
 from .model import Outcome
 from .pipeline import STATS_WINDOW_SECONDS, Pipeline
-from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine
+from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine, SLOSource
 from .routing import load_routes
 from .settings import PolicySettings, Settings
 
@@ -99,6 +100,34 @@ def build_publisher(settings: Settings) -> OutcomeSink | None:
     return publish
 
 
+def build_slo(settings: Settings) -> SLOSource | None:
+    """The policy's ``slo`` input from Prometheus (``REMEDIATION_PROMETHEUS_URL``
+    and ``REMEDIATION_SLO_FILE``); None when not configured. A bad SLO file
+    is refused here, at start-up."""
+    cfg = settings.slo
+    if not cfg.configured:
+        if cfg.prometheus_url or cfg.file:
+            log.warning("SLO input off: set both REMEDIATION_PROMETHEUS_URL and "
+                        "REMEDIATION_SLO_FILE")
+        return None
+    import yaml
+
+    from .clients.prometheus import PrometheusSLOSource
+    from .guard.slo import load_slo_config
+
+    try:
+        with open(cfg.file, encoding="utf-8") as fh:
+            config = load_slo_config(yaml.safe_load(fh))
+    except OSError as exc:
+        raise InvalidInput(f"REMEDIATION_SLO_FILE {cfg.file}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"REMEDIATION_SLO_FILE {cfg.file}: not YAML/JSON") from exc
+    log.info("SLO input: %d SLO(s) from %s, read from Prometheus at %s (timeout %ss, cache %ss)",
+             len(config.entries), cfg.file, _address(cfg.prometheus_url), cfg.timeout,
+             cfg.cache_seconds)
+    return PrometheusSLOSource(cfg, config)
+
+
 def build_sender_auth(settings: Settings) -> Any:
     """Who may post CloudEvents (``guard.sender_auth``): OIDC when an issuer
     is configured, the adapter's HMAC signature when a key is; neither and no
@@ -147,6 +176,8 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         ports["credentials"] = build_credentials(settings)
     if "publish" not in ports:
         ports["publish"] = build_publisher(settings)
+    if "slo" not in ports:
+        ports["slo"] = build_slo(settings)
     return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
 
 
@@ -184,13 +215,16 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
         "default_cluster": settings.cluster,
         "dry_run": settings.dry_run,
         "functions": list(settings.functions) or "all",
+        "slo": f"prometheus:{_address(settings.slo.prometheus_url)}" if pipeline.slo is not None
+        else "none",
         "outcome_sink": ("all outcomes" if settings.http.outcome_sink_all else "applied only")
         if settings.http.outcome_sink else "none",
     }
 
 
 def close_pipeline(pipeline: Pipeline) -> None:
-    for port in (pipeline.credentials, pipeline.policy, pipeline.ledger, pipeline.cluster):
+    for port in (pipeline.credentials, pipeline.policy, pipeline.ledger, pipeline.cluster,
+                 pipeline.slo):
         close = getattr(port, "close", None)
         if close is not None:
             try:

@@ -176,6 +176,22 @@ class MCPSettings:
 
 
 @dataclass(frozen=True)
+class SLOSettings:
+    """Error budgets for the policy's ``slo`` input (``guard.slo``); both the
+    URL and the file set, or no ``slo`` input at all."""
+
+    prometheus_url: str = ""  # Prometheus' HTTP API (instant queries)
+    token: Secret = field(default_factory=lambda: Secret(""))  # bearer, if Prometheus wants one
+    file: str = ""  # target -> SLO mapping (YAML/JSON)
+    timeout: float = 1.0  # seconds per query
+    cache_seconds: float = 30.0  # answers (and failures) kept this long per SLO
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.prometheus_url and self.file)
+
+
+@dataclass(frozen=True)
 class Settings:
     dry_run: bool = True
     actor: str = "inference-remediation"
@@ -194,6 +210,7 @@ class Settings:
     approval: ApprovalSettings = field(default_factory=ApprovalSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     mcp: MCPSettings = field(default_factory=MCPSettings)
+    slo: SLOSettings = field(default_factory=SLOSettings)
     #: OTEL_EXPORTER_OTLP_ENDPOINT: export trace spans over OTLP/HTTP there; empty: off
     otlp_endpoint: str = ""
 
@@ -210,7 +227,8 @@ class Settings:
                    "REMEDIATION_APPROVAL_SECRET": self.approval.secret,
                    "REMEDIATION_EVENT_HMAC_KEY": self.sender_auth.hmac_key,
                    "OPA_TOKEN": self.policy.opa_token,
-                   "REMEDIATION_MCP_TOKEN": self.mcp.token}
+                   "REMEDIATION_MCP_TOKEN": self.mcp.token,
+                   "REMEDIATION_PROMETHEUS_TOKEN": self.slo.token}
         return [name for name, secret in secrets.items()
                 if secret.reveal().strip().upper().startswith(PLACEHOLDER_PREFIX)]
 
@@ -311,5 +329,12 @@ class Settings:
                                      g("REMEDIATION_MCP_DISABLED_TOOLS", "").split(",")
                                      if t.strip()),
                 read_only=_bool(g("REMEDIATION_MCP_READ_ONLY"), False),
+            ),
+            slo=SLOSettings(
+                prometheus_url=g("REMEDIATION_PROMETHEUS_URL", ""),
+                token=Secret(g("REMEDIATION_PROMETHEUS_TOKEN", "")),
+                file=g("REMEDIATION_SLO_FILE", ""),
+                timeout=_float(g("REMEDIATION_PROMETHEUS_TIMEOUT"), 1.0),
+                cache_seconds=_float(g("REMEDIATION_PROMETHEUS_CACHE_SECONDS"), 30.0),
             ),
         )

@@ -229,6 +229,7 @@ RULES: list[tuple[str, str]] = [
     ("agent-rate-limit", r"^agent rate limit: agents requested "),
     ("agent-client-rate-limit", r"^agent rate limit: \S+ requested "),
     ("agent-forbidden-action", r"^agents may not request "),
+    ("slo-unavailable", r"^slo: unavailable \(.*\): cooldown not relaxed$"),
 ]
 
 
@@ -350,6 +351,25 @@ def _facts(rng: random.Random, p: Plan) -> dict:
     return facts
 
 
+def _slo(rng: random.Random) -> Any:
+    """An error budget as clients/prometheus.py gives it: burn rates and
+    budgets on both sides of the shipped thresholds, unavailable ones, and
+    now and then a shape no client sends."""
+    roll = rng.random()
+    if roll < 0.55:
+        rates = [1, 14.3, 14.4, 20, 99]
+        return {"available": True, "service": "svc", "source": "prometheus",
+                "burn_rates": {w: rng.choice(rates) for w in ("5m", "1h", "6h")
+                               if rng.random() < 0.95},
+                "error_budget_remaining": rng.choice([-0.25, 0, 0, 0.01, 0.5, 1])}
+    if roll < 0.85:
+        return {"available": False, "service": "svc",
+                "reason": rng.choice(["prometheus: timed out", "no data for burn_rate:5m"])}
+    return rng.choice([None, [], "up", {"available": "true", "burn_rates": {"5m": 20, "1h": 20}},
+                       {"available": True, "burn_rates": None, "error_budget_remaining": "0"},
+                       {"available": False}])
+
+
 def generate(rng: random.Random) -> dict:
     """One policy input: the product's own ``policy_input`` of a generated
     plan, then (for a quarter of them) a field or two bent out of shape."""
@@ -409,6 +429,8 @@ def generate(rng: random.Random) -> dict:
     if requester is not None and rng.random() < 0.05:  # a reason of the wrong type
         doc["actor"]["reason"] = rng.choice([None, 7, ["why"]])
     doc["facts"] = _facts(rng, p)
+    if rng.random() < 0.4:  # an SLO is configured for the target (issue 16)
+        doc["slo"] = _slo(rng)
     if not isinstance(now, datetime):
         doc["now"] = now
     if not shaped and rng.random() < 0.5:  # a field of the wrong type altogether

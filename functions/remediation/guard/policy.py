@@ -23,15 +23,18 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
                  self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
                  now: datetime, approval: Mapping[str, Any] | None = None,
                  facts: Mapping[str, Any] | None = None,
-                 requester: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 requester: Mapping[str, str] | None = None,
+                 slo: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``facts``: the touched objects as the cluster has them (guard.targets).
     ``requester``: who asked besides an alert (an agent, through the MCP
     door): its fields join ``actor`` (``kind: "agent"``, ``client``, ``model``,
-    ``reason``) so the policy can hold agents to rules of their own."""
+    ``reason``) so the policy can hold agents to rules of their own.
+    ``slo``: the target's error budget (guard.slo); None (no SLO configured
+    for the target): no ``slo`` key, and the policy decides as without."""
     namespaces = {s.namespace for s in plan.steps if s.namespace}
     if plan.target.namespace:
         namespaces.add(plan.target.namespace)
-    return {
+    doc: dict[str, Any] = {
         "action": plan.action,
         "function": plan.function,
         "plan": plan.as_dict(),
@@ -50,6 +53,9 @@ def policy_input(plan: Plan, signal: Signal, *, actor: str, via: str, cluster: s
         # (guard.targets); absent facts make the policy refuse
         "facts": dict(facts or {}),
     }
+    if slo is not None:
+        doc["slo"] = dict(slo)
+    return doc
 
 
 def decision_from_document(doc: Any) -> Decision:
@@ -69,9 +75,10 @@ def decision_from_document(doc: Any) -> Decision:
 def decide(engine: PolicyEngine, plan: Plan, signal: Signal, *, actor: str, via: str,
            cluster: str, self_namespace: str, dry_run: bool, stats: Mapping[str, Any],
            now: datetime, approval: Mapping[str, Any] | None = None,
-           facts: Mapping[str, Any] | None = None) -> Decision:
+           facts: Mapping[str, Any] | None = None,
+           slo: Mapping[str, Any] | None = None) -> Decision:
     doc = engine.evaluate(policy_input(plan, signal, actor=actor, via=via, cluster=cluster,
                                        self_namespace=self_namespace, dry_run=dry_run,
                                        stats=stats, now=now, approval=approval, facts=facts,
-                                       requester=signal.requester))
+                                       requester=signal.requester, slo=slo))
     return decision_from_document(doc)
