@@ -457,3 +457,31 @@ def test_an_agent_cannot_approve_even_with_a_signed_approval_event(fleet, settin
     assert pipeline.ledger.get(key)["status"] == "pending"
     assert not fleet.get("nodes", NODE)["spec"].get("unschedulable")
     assert writes(fleet) == []
+
+
+def test_an_agents_outcomes_are_logged_and_counted_as_every_doors(fleet, settings, door,
+                                                                   caplog):
+    """The door reports as the webhooks do: one outcome line (via mcp) and one
+    count on /metrics per outcome."""
+    import logging
+
+    from remediation import metrics
+
+    from tests.scrape import value
+
+    def applied_restarts() -> float:
+        body, _ = metrics.exposition()
+        return value(body.decode(), "remediation_outcomes_total", function="restart-engine",
+                     action="rollout-restart", status="applied")
+
+    _, run = door(settings())
+    before = applied_restarts()
+    args = {"alert": payload("01-vllm-hung"), "reason": "engine hung"}
+    with caplog.at_level(logging.INFO, logger="remediation.outcome"):
+        (o,) = data(run(lambda c: c.call_tool("request_remediation", args)))["outcomes"]
+    assert o["status"] == "applied", o
+    lines = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == "remediation.outcome"]
+    assert [(line["via"], line["status"], line["function"]) for line in lines] == [
+        ("mcp", "applied", "restart-engine")]
+    assert applied_restarts() == before + 1

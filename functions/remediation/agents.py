@@ -27,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .dispatch import report
 from .errors import ActionFailed, InvalidInput, TemporaryError
 from .events.alertmanager import alertmanager_to_events
 from .events.binding import event_from_dict
@@ -309,7 +310,11 @@ class AgentDoor:
         """Submit the alert through the one path as the agent; one outcome per alert."""
         self.check("request_remediation")
         requester = self.requester(client, reason, model)
-        outcomes = [self.pipeline.handle(signal, via="mcp", requested=requested)
+        # reported as every door reports: one outcome line (and its count on
+        # /metrics) each, and the outcome sink when it takes every outcome
+        outcomes = [report(self.pipeline,
+                           self.pipeline.handle(signal, via="mcp", requested=requested),
+                           alertname=signal.name[:200], via="mcp")
                     for signal, requested in self._signals(alert, requester)]
         return {"outcomes": [outcome_view(o) for o in outcomes]}
 
