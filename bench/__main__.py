@@ -239,7 +239,12 @@ def bench_storm(alerts: int = 20000, targets: int = 200) -> dict[str, Any]:
     from tests.plugins.app import write_kubeconfig
 
     emu = KubeEmulator().start()
-    emu.add([engine(f"vllm-{i}") for i in range(targets)])
+    # the engines' namespace, labelled as an inference namespace (issue 15's
+    # allow list: restarts happen only there)
+    emu.add([{"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": "llm-serving",
+                           "labels": {"inferenceremediation.io/inference": "true"}}}]
+            + [engine(f"vllm-{i}") for i in range(targets)])
     tmp = Path(tempfile.mkdtemp())
     kubeconfig = write_kubeconfig(tmp / "kubeconfig", emu.url)
     doc = json.loads((EVENTS / "01-vllm-hung.json").read_text())
