@@ -126,4 +126,4 @@ def test_sweep_runs_what_is_due_once(tmp_path: Path):
     second = subprocess.run([sys.executable, "-m", "remediation.cli", "sweep"],
                             capture_output=True, text=True, timeout=120, env=env)
     assert second.returncode == 0 and "nothing is due" in second.stdout
-    assert SQLiteLedger(path).get("scheduled/x")["status"] == "swept"
+    assert SQLiteLedger(path).get("scheduled/x").status == "swept"

@@ -198,7 +198,7 @@ def test_a_denial_is_judged_again_when_the_alert_comes_back(fleet, make_settings
                       headers=AUTH).json()["outcomes"][0]
     assert fourth["status"] == "duplicate"
     assert len([w for w in writes(fleet) if w.resource == "deployments"]) == 1
-    assert app.pipeline.ledger.history(target=f"Deployment/{NS}/{DEPLOY}")[0]["status"] \
+    assert app.pipeline.ledger.history(target=f"Deployment/{NS}/{DEPLOY}")[0].status \
         == "applied"
 
 

@@ -224,7 +224,7 @@ def test_same_incident_requested_twice_is_a_duplicate(fleet, settings, door):
     patches = [r for r in fleet.requests if r.method == "PATCH" and r.resource == "deployments"]
     assert len(patches) == 1
     (rec,) = pipeline.ledger.history()
-    assert rec["status"] == "applied" and rec["event_id"].startswith("agent/claude-code/")
+    assert rec.status == "applied" and rec.event_id.startswith("agent/claude-code/")
     # audited like any remediation: a Kubernetes Event on the target names the agent
     events = [e for e in fleet.list("events", NS) if e.get("reason") == "RemediationApplied"]
     assert len(events) == 1
@@ -242,7 +242,7 @@ def test_protected_namespace_is_denied_with_its_reasons(fleet, settings, door):
     assert "namespace openshift-ai-platform is protected" in o["reasons"]
     assert o["decision"]["allow"] is False
     assert writes(fleet) == []
-    assert [r["status"] for r in pipeline.ledger.history()] == ["denied"]
+    assert [r.status for r in pipeline.ledger.history()] == ["denied"]
 
 
 def test_an_agents_drain_waits_for_a_human_then_applies_once(fleet, settings, door):
@@ -285,7 +285,7 @@ def test_an_agents_drain_waits_for_a_human_then_applies_once(fleet, settings, do
     assert [r for r in fleet.requests if r.method == "PATCH" and r.resource == "nodes"] == \
         node_patches
     rec = pipeline.ledger.get(key)
-    assert (rec["status"], rec["approved_by"]) == ("applied", "alice")
+    assert (rec.status, rec.approved_by) == ("applied", "alice")
     history = data(run(lambda c: c.call_tool("get_history", {"kind": "Node", "name": NODE})))
     assert [(r["status"], r["requested_by_agent"], r["approved_by"])
             for r in history["remediations"]] == [("applied", "claude-code", "alice")]
@@ -454,7 +454,7 @@ def test_an_agent_cannot_approve_even_with_a_signed_approval_event(fleet, settin
     for tool, extra in (("request_remediation", {"reason": "approve"}), ("explain_alert", {})):
         result = run(lambda c, t=tool, x=extra: c.call_tool(t, {"alert": signed, **x}))
         assert "unsupported event type" in error_text(result)
-    assert pipeline.ledger.get(key)["status"] == "pending"
+    assert pipeline.ledger.get(key).status == "pending"
     assert not fleet.get("nodes", NODE)["spec"].get("unschedulable")
     assert writes(fleet) == []
 

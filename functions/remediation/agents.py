@@ -37,6 +37,7 @@ from .guard.policy import decide
 from .guard.targets import target_facts
 from .model import AGENT_EVENT_PREFIX, Outcome, Plan, Signal, Status
 from .pipeline import Pipeline, agent_prefix
+from .records import LedgerRecord, LedgerStatus
 
 #: tools that never change anything (readOnlyHint) and the one that can act
 READ_ONLY_TOOLS = ("list_remediations", "explain_alert", "list_pending_approvals",
@@ -246,7 +247,7 @@ class AgentDoor:
                           dry_run=self.settings.dry_run or not p.cluster.live,
                           stats=p.stats(signal, plan), now=datetime.fromtimestamp(
                               p.clock(), tz=UTC), facts=facts)
-        if record is not None and record.get("status") not in ("expired",):
+        if record is not None and record.status is not LedgerStatus.EXPIRED:
             would = "duplicate"
         elif not decision.allow:
             would = "denied"
@@ -257,18 +258,18 @@ class AgentDoor:
         return {"function": plan.function, "would": would, "reasons": list(decision.reasons),
                 "target": plan.target.as_dict(), "plan": plan.as_dict(),
                 "decision": decision.as_dict(),
-                "ledger": {"key": plan.key, "status": record.get("status")} if record else None}
+                "ledger": {"key": plan.key, "status": record.status.value} if record else None}
 
     def list_pending_approvals(self) -> dict[str, Any]:
         self.check("list_pending_approvals")
         rows = self.pipeline.ledger.pending(now=self.clock())
         return {"pending": [{
-            "id": r["key"], "function": r["function"], "action": r["action"],
-            "target": r["target"], "event_id": r["event_id"],
-            "requested_at": _iso(r["updated_at"]), "expires_at": _iso(r["expires_at"]),
-            "reasons": list(r.get("reasons") or []),
-            "requested_by": (r.get("signal") or {}).get("requester") or None,
-            "approve": f"remediate approve {r['key']} (a human, not an agent)",
+            "id": r.key, "function": r.function, "action": r.action,
+            "target": r.target, "event_id": r.event_id,
+            "requested_at": _iso(r.updated_at), "expires_at": _iso(r.expires_at),
+            "reasons": list(r.reasons),
+            "requested_by": r.signal.get("requester") or None,
+            "approve": f"remediate approve {r.key} (a human, not an agent)",
         } for r in rows]}
 
     def get_history(self, kind: str, name: str, namespace: str = "",
@@ -279,12 +280,12 @@ class AgentDoor:
         ns = f"{namespace}/" if namespace else ""
         target = f"{kind}/{ns}{name}"
         rows = self.pipeline.ledger.history(target=target, limit=max(1, min(limit, 100)))
-        return {"target": target, "remediations": [_record(r.as_dict()) for r in rows]}
+        return {"target": target, "remediations": [_record(r) for r in rows]}
 
     def list_recent_outcomes(self, limit: int = 20) -> dict[str, Any]:
         self.check("list_recent_outcomes")
         rows = self.pipeline.ledger.history(limit=max(1, min(limit, 100)))
-        return {"outcomes": [_record(r.as_dict()) for r in rows]}
+        return {"outcomes": [_record(r) for r in rows]}
 
     def get_policy(self) -> dict[str, Any]:
         self.check("get_policy")
@@ -329,16 +330,14 @@ def outcome_view(o: Outcome) -> dict[str, Any]:
     return view
 
 
-def _record(r: Mapping[str, Any]) -> dict[str, Any]:
-    event_id = str(r.get("event_id") or "")
-    agent = event_id[len(AGENT_EVENT_PREFIX):].split("/", 1)[0] \
-        if event_id.startswith(AGENT_EVENT_PREFIX) else ""
-    return {"key": r["key"], "function": r["function"], "action": r["action"],
-            "target": r["target"], "status": r["status"], "updated_at": _iso(r["updated_at"]),
-            "event_id": event_id, "requested_by_agent": agent,
-            "reasons": list(r.get("reasons") or []),
-            "approved_by": r.get("approved_by") or "",
-            "verification": r.get("verification") or ""}
+def _record(r: LedgerRecord) -> dict[str, Any]:
+    agent = r.event_id[len(AGENT_EVENT_PREFIX):].split("/", 1)[0] \
+        if r.event_id.startswith(AGENT_EVENT_PREFIX) else ""
+    return {"key": r.key, "function": r.function, "action": r.action,
+            "target": r.target, "status": r.status.value, "updated_at": _iso(r.updated_at),
+            "event_id": r.event_id, "requested_by_agent": agent,
+            "reasons": list(r.reasons), "approved_by": r.approved_by,
+            "verification": r.verification}
 
 
 def policy_view(settings: Any) -> dict[str, Any]:

@@ -246,7 +246,7 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
             return events
         return keep_dead_letters(events)
 
-    last_sweep = [float("-inf")]
+    last_sweep = float("-inf")  # pipeline clock of the last sweep a ping started
     sweep_lock = threading.Lock()
 
     @app.post("/")
@@ -280,12 +280,13 @@ def create_app(settings: Settings | None = None, pipeline: Pipeline | None = Non
         """A PingSource's tick: run the scheduled work that is due (recovery
         after the healthy delay). It only ever acts on what the ledger holds,
         so a stray ping can do no more than an early sweep; no reply event."""
+        nonlocal last_sweep
         with sweep_lock:
             now = pipeline.clock()
-            if now - last_sweep[0] < SWEEP_MIN_INTERVAL:
+            if now - last_sweep < SWEEP_MIN_INTERVAL:
                 return _json({"swept": 0, "outcomes": [], "throttled": True,
                               "message": f"swept less than {SWEEP_MIN_INTERVAL:g} s ago"}, 200)
-            last_sweep[0] = now
+            last_sweep = now
         outcomes = pipeline.sweep()
         for o in outcomes:
             log_outcome(o, via="sweep")

@@ -171,12 +171,12 @@ class Pipeline:
             since, mine = now - STATS_WINDOW_SECONDS, agent_prefix(signal.requester)
             agents = [r for r in self.ledger.history(statuses=AGENT_COUNTED,
                                                      limit=AGENT_HISTORY_LIMIT)
-                      if str(r.get("event_id", "")).startswith(AGENT_EVENT_PREFIX)
-                      and r["key"] != plan.key and r["updated_at"] >= since
-                      and (r["status"] != "pending" or float(r.get("expires_at") or 0) >= now)]
+                      if r.event_id.startswith(AGENT_EVENT_PREFIX)
+                      and r.key != plan.key and r.updated_at >= since
+                      and (r.status is not LedgerStatus.PENDING or r.expires_at >= now)]
             stats["agent_actions_in_window"] = len(agents)
             stats["agent_client_actions_in_window"] = sum(
-                str(r["event_id"]).startswith(mine) for r in agents)
+                r.event_id.startswith(mine) for r in agents)
         return stats
 
     def _batch_history(self, batch: BatchMemo) -> Callable[[str, float], list[LedgerRecord]]:
@@ -375,8 +375,8 @@ class Pipeline:
         if rec is not None:
             return self._outcome(signal, Status.DUPLICATE, function, target=planned.target,
                                  reasons=planned.reasons + (
-                                     f"already scheduled for {_iso(float(rec['expires_at']))} "
-                                     f"({rec['status']})",))
+                                     f"already scheduled for {_iso(rec.expires_at)} "
+                                     f"({rec.status.value})",))
         return self._outcome(signal, Status.SCHEDULED, function, target=planned.target,
                              reasons=planned.reasons + (
                                  f"scheduled: the sweep acts at {_iso(due_at)} "
@@ -389,14 +389,14 @@ class Pipeline:
         served = self.settings.functions
         outcomes = []
         for rec in self.ledger.due(now=self.clock(), limit=limit):
-            function = str(rec.get("function") or "")
+            function = rec.function
             if served and function not in served:
                 continue
-            signal = Signal.from_record(rec.get("signal") or {})
+            signal = Signal.from_record(rec.signal)
             outcome = self.handle(signal, via="sweep", requested=function)
             outcomes.append(outcome)
             if outcome.status is not Status.RETRY:
-                self.ledger.finish(str(rec["key"]), LedgerStatus.SWEPT, now=self.clock(),
+                self.ledger.finish(rec.key, LedgerStatus.SWEPT, now=self.clock(),
                                    reasons=[outcome.status.value, *outcome.reasons][:10])
         return outcomes
 
@@ -519,15 +519,14 @@ class Pipeline:
         the cluster as it is now, the claim takes the approved key, and the
         policy sees who approved."""
         if expires_at:  # a signed approval names the request it approves
-            record = self.ledger.get(key)
-            current: Mapping[str, Any] = record.as_dict() if record is not None else {}
-            if current.get("status") == "pending" and \
-                    _iso(float(current.get("expires_at") or 0)) != expires_at:
-                return Outcome(status=Status.REJECTED, function=str(current.get("function") or ""),
+            current = self.ledger.get(key)
+            if current is not None and current.status is LedgerStatus.PENDING \
+                    and _iso(current.expires_at) != expires_at:
+                return Outcome(status=Status.REJECTED, function=current.function,
                                event_id=key, event_source="approval", dry_run=True, reasons=(
                                    f"this approval was signed for an earlier request of {key} "
                                    f"(expiring {expires_at}); the pending one expires "
-                                   f"{_iso(float(current.get('expires_at') or 0))}",))
+                                   f"{_iso(current.expires_at)}",))
         result = self.ledger.approve(key, approver=approver, now=self.clock())
         rec = result.record
         if not result.ok and result.status != LedgerStatus.APPROVED:

@@ -108,23 +108,6 @@ class LedgerRecord:
     #: the approval's signature over key, approver and time (guard.approval)
     approval_mac: str = ""
 
-    # Read as the stored document too (``rec["status"]``, ``rec.get(...)``):
-    # the callers that only pass a record along need not know its type.
-    def __getitem__(self, name: str) -> Any:
-        if name not in self.__dataclass_fields__:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name) if name in self.__dataclass_fields__ else default
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as the stored document (plain JSON values)."""
-        return {name: (dict(value) if isinstance(value, Mapping) else
-                       list(value) if isinstance(value, tuple) else
-                       value.value if isinstance(value, LedgerStatus) else value)
-                for name, value in ((n, getattr(self, n)) for n in self.__dataclass_fields__)}
-
     @property
     def params(self) -> Mapping[str, Any]:
         """The claimed plan's params (what the planner recorded about it)."""

@@ -277,7 +277,7 @@ def state_reader(pipeline: Pipeline,
             if acts:
                 records = pipeline.ledger.pending(now=now)
                 pending = len(records)
-                oldest = max((now - float(r.get("updated_at") or now) for r in records),
+                oldest = max((now - (r.updated_at or now) for r in records),
                              default=0.0)
         except Exception as exc:  # noqa: BLE001
             log.warning("pending approvals unknown for /metrics: %s", type(exc).__name__)

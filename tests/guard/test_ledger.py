@@ -360,7 +360,7 @@ def test_a_key_that_did_nothing_is_judged_again(led, final):
     led.finish("k1", final, now=101)
     again = led.claim(mkplan(), holder="b", event_id="e", now=102, ttl=60, target_window=300)
     assert again.won and again.status == "claimed"
-    assert led.get("k1")["status"] == "claimed"
+    assert led.get("k1").status == "claimed"
 
 
 def test_a_key_judged_again_still_respects_the_target_window(led):
@@ -372,7 +372,7 @@ def test_a_key_judged_again_still_respects_the_target_window(led):
     again = led.claim(mkplan("k1"), holder="b", event_id="e1", now=120, ttl=60,
                       target_window=300)
     assert not again.won and again.status == "target-recent" and again.other_key == "k2"
-    assert led.get("k1")["status"] == "denied"
+    assert led.get("k1").status == "denied"
 
 
 @pytest.mark.parametrize("final", ["applied", "partial", "planned"])
@@ -391,9 +391,9 @@ def test_scheduled_work_is_listed_once_due_and_holds_nothing(led):
                             event_id="e", now=200, due_at=500, signal=signal, reasons=[])
     assert led.due(now=399) == []
     (due,) = led.due(now=400)
-    assert (due["key"], due["function"], due["signal"]) == ("scheduled/a", "drain-gpu-node",
+    assert (due.key, due.function, due.signal) == ("scheduled/a", "drain-gpu-node",
                                                              signal)
-    assert due["expires_at"] == 400  # the first schedule stands
+    assert due.expires_at == 400  # the first schedule stands
     # not an action: counts for no limit and holds no target
     plan = Plan("drain-gpu-node", "uncordon", ObjectRef("Node", "", "gpu-1"), (), key="k9")
     assert led.stats(plan, now=401, window=3600)["cluster_actions_in_window"] == 0
