@@ -412,3 +412,98 @@ def test_a_missing_namespace_is_a_clear_retryable_error_not_a_conflict(window):
         led.close()
     finally:
         emu.close()
+
+
+# -- what a claim costs (issue 18) -------------------------------------------------------
+
+def test_a_racer_between_the_target_take_and_the_retake_of_a_denied_key_loses(make):
+    """A key judged again (denied) retakes the target Lease, then its key
+    Lease: a racer arriving in between sees it in flight, as for a new key."""
+    led, store = make()
+    other, _ = make()
+    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    led.finish("incident-a", "denied", now=100)
+    results = race(store, "replace", "rem-", other, "incident-b", 200)
+    assert led.claim(plan("incident-a"), holder="h", event_id="e", now=200, ttl=60,
+                     target_window=300).won
+    assert not results[0].won and results[0].status == "target-recent"
+    assert results[0].other_key == "incident-a"
+
+
+def lease_requests(emu: Any, since: int) -> list[tuple[str, str]]:
+    return [(r.method, r.name) for r in emu.requests[since:] if r.resource == "leases"]
+
+
+def seed_finished_records(led: LeaseLedger, n: int) -> None:
+    """``n`` finished records of other targets (the ledger of a busy fleet)."""
+    for i in range(n):
+        key = f"other-{i}"
+        assert led.claim(plan(key, f"engine-{i}"), holder="h", event_id="e", now=50,
+                         ttl=60).won
+        led.finish(key, "applied" if i % 2 else "denied", now=50)
+
+
+@pytest.mark.parametrize("others", [10, 1000])
+def test_a_claim_and_its_finish_cost_the_same_however_many_leases_exist(
+        kube_emulator, make, others):
+    """Claim = create, with no read of the new key's Lease; the finish
+    replaces with the resourceVersion the claim got back: five requests
+    (take the target: read, list, create; create the key; replace it),
+    whether the ledger holds 10 or 1,000 other records."""
+    led, _ = make()
+    seed_finished_records(led, others)
+    fresh, _ = make()  # another replica: nothing of the seeding in its memory
+    fresh.prune(now=100)  # its first claim would prune (two lists, once per interval)
+    fresh._pruned_at = 100
+    mark = len(kube_emulator.requests)
+    assert fresh.claim(plan("incident-a"), holder="h", event_id="e", now=100, ttl=60,
+                       target_window=300).won
+    fresh.finish("incident-a", "applied", now=101)
+    fresh.record_verification("incident-a", "succeeded", detail="ok", now=102)
+    got = lease_requests(kube_emulator, mark)
+    # read the target Lease, list the target's records, create the target
+    # Lease, create the key Lease; finish and verification: one replace each
+    assert [(m, bool(n)) for m, n in got] == [
+        ("GET", True), ("GET", False), ("POST", False), ("POST", False),
+        ("PUT", True), ("PUT", True)], got
+    assert fresh.get("incident-a").verification == "succeeded"
+
+
+def test_a_redelivery_of_a_finished_key_is_answered_by_the_target_list(kube_emulator, make):
+    led, _ = make()
+    assert led.claim(plan("k"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    led.finish("k", "applied", now=100)
+    mark = len(kube_emulator.requests)
+    again = led.claim(plan("k"), holder="h2", event_id="e2", now=110, ttl=60,
+                      target_window=300)
+    assert not again.won and again.status == "applied"
+    # the target Lease read and the target's list, which shows the key applied
+    assert [(m, bool(n)) for m, n in lease_requests(kube_emulator, mark)] == [
+        ("GET", True), ("GET", False)]
+
+
+def test_a_claim_without_a_window_is_one_create(kube_emulator, make):
+    led, _ = make()
+    led._pruned_at = 100  # pruned a moment ago (two lists, once per interval)
+    mark = len(kube_emulator.requests)
+    assert led.claim(plan("k"), holder="h", event_id="e", now=100, ttl=60).won
+    assert [m for m, _ in lease_requests(kube_emulator, mark)] == ["POST"]
+    again = led.claim(plan("k"), holder="h", event_id="e", now=101, ttl=60)
+    assert not again.won and again.status == "claimed"  # AlreadyExists, then read
+
+
+def test_an_approved_key_is_retaken_even_when_another_key_took_the_target(make):
+    """As before create-first: an approved key is retaken without the
+    target window (its approval was asked while it held the target)."""
+    led, _ = make()
+    assert led.claim(plan("k"), holder="h", event_id="e", now=100, ttl=60,
+                     target_window=300).won
+    led.hold("k", holder="h", now=100, expires_at=1000, signal={})
+    assert led.approve("k", approver="alice", now=150).ok
+    other, _ = make()
+    assert other.claim(plan("b"), holder="h", event_id="e", now=160, ttl=60,
+                       target_window=300).won
+    won = led.claim(plan("k"), holder="h", event_id="e", now=170, ttl=60, target_window=300)
+    assert won.won and won.approved_by == "alice"

@@ -15,10 +15,14 @@ it over the API; no Kubernetes import here):
   ``leaseDurationSeconds`` and ``acquireTime``/``renewTime`` say who holds
   it, for ``kubectl get leases``. Times in the record are the callers'
   ``now`` (never the server clock), so a fake clock works in tests.
-- **Claim = create.** AlreadyExists means the key is taken; a key that may
-  be taken again (an expired claim, an approved or expired approval) is
-  retaken by a replace carrying the ``resourceVersion`` read, so of two
-  racing retakers exactly one wins (the other gets Conflict and re-reads).
+- **Claim = create.** A claim creates the key Lease without reading it
+  first; AlreadyExists means the key exists, and only then is it read: a
+  key that may be taken again (an expired claim, an approved or expired
+  approval) is retaken by a replace carrying the ``resourceVersion`` read,
+  so of two racing retakers exactly one wins (the other gets Conflict and
+  re-reads). Writes keep the Lease the API answered, so the claim's finish
+  (and the verification after it) replaces with that ``resourceVersion``
+  without reading the Lease again; a Conflict reads it and decides again.
 - **The target window** (one action per target and action, any incident)
   spans several keys, and Kubernetes has no multi-object transaction. It is
   serialised through a second Lease per (target, action),
@@ -34,7 +38,11 @@ it over the API; no Kubernetes import here):
   created its key Lease is visible as the target record's key with no
   Lease: that counts as in flight (``claimed``) until the target record's
   own expiry (the claim TTL), so a racer arriving in that gap loses instead
-  of seeing a free target. A claimer that died in the gap blocks the target
+  of seeing a free target; so does a key judged again (denied, failed,
+  skipped) whose target Lease was taken after its record's last write (its
+  retake is in flight). The target's list also shows the claimed key itself
+  when it is taken or in flight, which answers a redelivery without a read
+  of its Lease. A claimer that died in the gap blocks the target
   for at most the TTL, like a dead holder's claim. Claims made without a
   window (``target_window=0``) do not take the target Lease; their records
   still count for claimers that have one.
@@ -69,6 +77,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +126,10 @@ LIVE_STATUSES = frozenset({"claimed", "pending", "approved"})
 TARGET_STATUSES = tuple(TAKEN) + ("pending",)
 #: at most this many Leases deleted per prune
 PRUNE_BATCH = 200
+#: Leases this process wrote last, kept (newest first out) so the next write
+#: of the same key replaces with the resourceVersion it got back instead of
+#: reading the Lease again; a stale one costs a Conflict and a read
+WRITTEN_CACHE = 512
 
 
 def approval_mac(secret: str, rec: Mapping[str, Any]) -> str:
@@ -161,6 +175,8 @@ class LeaseLedger:
         self.retention = retention
         self.prune_interval = prune_interval
         self._pruned_at = float("-inf")
+        self._written: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._written_lock = threading.Lock()
         if not approval_key:
             log.warning("Lease ledger without an approval key: approvals kept in Leases are "
                         "not integrity-protected (set REMEDIATION_APPROVAL_SECRET)")
@@ -188,28 +204,70 @@ class LeaseLedger:
                 "leaseDurationSeconds": max(1, int(rec["expires_at"] - rec["claimed_at"])),
                 "acquireTime": _micro(rec["claimed_at"]), "renewTime": _micro(rec["updated_at"])}
 
+    def _remember(self, written: Mapping[str, Any] | None) -> None:
+        """Keep the Lease as the API answered our write (its resourceVersion)."""
+        meta = (written or {}).get("metadata") if isinstance(written, Mapping) else None
+        if not isinstance(meta, Mapping) or not meta.get("name") \
+                or not meta.get("resourceVersion") or _record(written) is None:
+            return
+        with self._written_lock:
+            self._written[str(meta["name"])] = dict(written or {})
+            self._written.move_to_end(str(meta["name"]))
+            while len(self._written) > WRITTEN_CACHE:
+                self._written.popitem(last=False)
+
+    def _forget(self, name: str) -> None:
+        with self._written_lock:
+            self._written.pop(name, None)
+
+    def _read(self, name: str, *, cached: bool) -> tuple[dict[str, Any] | None, bool]:
+        """The key Lease, and whether it is our own copy: as we last wrote it
+        when ``cached`` and we did (a replace with it fails with Conflict when
+        someone wrote since, and the caller reads again), else from the API."""
+        if cached:
+            with self._written_lock:
+                mine = self._written.get(name)
+            if mine is not None:
+                return mine, True
+        self._forget(name)
+        return self.store.get(name), False
+
     def _create(self, rec: dict[str, Any]) -> dict[str, Any]:
-        return self.store.create(key_lease_name(rec["key"]), labels=self._labels(rec),
-                                 annotations={RECORD_ANNOTATION: json.dumps(rec, sort_keys=True)},
-                                 spec=self._spec(rec))
+        created = self.store.create(key_lease_name(rec["key"]), labels=self._labels(rec),
+                                    annotations={RECORD_ANNOTATION: json.dumps(rec,
+                                                                               sort_keys=True)},
+                                    spec=self._spec(rec))
+        self._remember(created)
+        return created
 
     def _replace(self, lease: Mapping[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         meta = dict(lease["metadata"])
         meta["labels"] = {**(meta.get("labels") or {}), **self._labels(rec)}
         meta["annotations"] = {**(meta.get("annotations") or {}),
                                RECORD_ANNOTATION: json.dumps(rec, sort_keys=True)}
-        return self.store.replace({**lease, "metadata": meta, "spec": self._spec(rec)})
+        try:
+            replaced = self.store.replace({**lease, "metadata": meta, "spec": self._spec(rec)})
+        except LeaseConflict:
+            self._forget(str(meta.get("name") or ""))
+            raise
+        self._remember(replaced)
+        return replaced
 
     def _update(self, key: str, change: Any) -> dict[str, Any] | None:
         """Read-modify-replace; ``change(rec) -> rec | None`` (None: leave it).
-        Returns the record written (or None when nothing was)."""
-        for _ in range(_ATTEMPTS):
-            lease = self.store.get(key_lease_name(key))
+        Returns the record written (or None when nothing was). The first try
+        starts from the Lease as this ledger last wrote it, when it did (a
+        claim, then its finish: no read in between); a Conflict reads it."""
+        name = key_lease_name(key)
+        for attempt in range(_ATTEMPTS):
+            lease, ours = self._read(name, cached=attempt == 0)
             rec = _record(lease)
             if lease is None or rec is None:
                 return None
             new: dict[str, Any] | None = change(dict(rec))
             if new is None:
+                if ours:
+                    continue  # decided on our own copy: decide again on the API's
                 return None
             try:
                 self._replace(lease, new)
@@ -221,6 +279,11 @@ class LeaseLedger:
     # -- the protocol ---------------------------------------------------------
     def claim(self, plan: Plan, *, holder: str, event_id: str, now: float,
               ttl: float, target_window: float = 0.0) -> ClaimResult:
+        """Create first: a new key (the common case) costs no read of its
+        Lease; AlreadyExists reads it and decides as before. With a target
+        window the target Lease is taken before the key Lease is created (the
+        order the race analysis needs); its list already shows the key when
+        it is taken or in flight, which answers a redelivery without a write."""
         self._maybe_prune(now)
         fresh = {"key": plan.key, "function": plan.function, "action": plan.action,
                  "target": str(plan.target), "status": "claimed", "holder": holder,
@@ -228,18 +291,24 @@ class LeaseLedger:
                  "event_id": event_id, "plan": plan.as_dict(), "decision": {}, "reasons": [],
                  "signal": {}, "approved_by": "", "approved_at": 0.0, "verification": "",
                  "verification_detail": ""}
+        name = key_lease_name(plan.key)
+        known = False  # the key Lease exists (AlreadyExists): read it, never create
+        took = False  # the target Lease names this claim (taken at ``now``)
+        held_by: ClaimResult | None = None  # the target, held by another key
         for _ in range(_ATTEMPTS):
-            lease = self.store.get(key_lease_name(plan.key))
+            lease = self.store.get(name) if known else None
             rec = _record(lease)
             if lease is not None and rec is not None:
                 status = str(rec.get("status"))
                 if not reclaimable(status, float(rec.get("expires_at") or 0), now):
                     return ClaimResult(False, plan.key, status, str(rec.get("holder") or ""))
-                if status in JUDGED_AGAIN and target_window > 0:
+                if status in JUDGED_AGAIN and target_window > 0 and not took:
                     # judged again: the target window holds as for a new claim
-                    busy = self._take_target(plan, now=now, ttl=ttl, window=target_window)
+                    busy = held_by or self._take_target(plan, now=now, ttl=ttl,
+                                                        window=target_window)
                     if busy is not None:
                         return busy
+                    took = True
                 approved_by = self._approved_by(rec) if status in APPROVAL_KEPT else ""
                 taken = {**rec, **{k: fresh[k] for k in ("status", "holder", "claimed_at",
                                                            "expires_at", "updated_at",
@@ -250,13 +319,22 @@ class LeaseLedger:
                 except LeaseConflict:
                     continue
                 return ClaimResult(True, plan.key, "claimed", holder, approved_by=approved_by)
-            if target_window > 0:
+            if target_window > 0 and not took:
+                if held_by is not None:
+                    return held_by
                 busy = self._take_target(plan, now=now, ttl=ttl, window=target_window)
                 if busy is not None:
-                    return busy
+                    if busy.status != ClaimResult.TARGET_RECENT or known:
+                        return busy  # the list showed this very key taken or in flight
+                    # An approved or expired key is retaken without the target
+                    # window, as it always was: read it before answering busy.
+                    held_by, known = busy, True
+                    continue
+                took = True
             try:
                 self._create(fresh)
             except LeaseExists:
+                known = True
                 continue  # someone claimed this very key: read it again
             return ClaimResult(True, plan.key, "claimed", holder)
         return ClaimResult(False, plan.key, "claimed", "")  # contended: answer busy (retry)
@@ -264,7 +342,8 @@ class LeaseLedger:
     def _take_target(self, plan: Plan, *, now: float, ttl: float,
                      window: float) -> ClaimResult | None:
         """Take the (target, action) Lease for ``plan.key``; a ClaimResult
-        when another incident holds the target (see the module docstring)."""
+        when another incident holds the target (see the module docstring), or
+        when the list shows ``plan.key`` itself taken or in flight."""
         name = target_lease_name(str(plan.target), plan.action)
         mine = {"key": plan.key, "target": str(plan.target), "action": plan.action,
                 "status": "claimed", "holder": plan.key, "claimed_at": now,
@@ -319,11 +398,16 @@ class LeaseLedger:
                                other_key=str(r.get("key")), other_status=str(r.get("status")),
                                age=now - float(r.get("updated_at") or now))
 
-        rows = [r for r in self._records({TARGET_LABEL: _digest(str(plan.target)),
-                                          ACTION_LABEL: _digest(plan.action, 16)},
-                                         status_in=TARGET_STATUSES)
-                if r.get("target") == str(plan.target) and r.get("action") == plan.action
-                and r.get("key") != plan.key]
+        listed = [r for r in self._records({TARGET_LABEL: _digest(str(plan.target)),
+                                            ACTION_LABEL: _digest(plan.action, 16)},
+                                           status_in=TARGET_STATUSES)
+                  if r.get("target") == str(plan.target) and r.get("action") == plan.action]
+        for r in listed:  # this very key, taken or in flight: what a read of it answers
+            if r.get("key") == plan.key and not reclaimable(
+                    str(r.get("status")), float(r.get("expires_at") or 0), now):
+                return ClaimResult(False, plan.key, str(r.get("status")),
+                                   str(r.get("holder") or ""))
+        rows = [r for r in listed if r.get("key") != plan.key]
         recent = [r for r in rows if active(r)]
         if recent:
             return busy(max(recent, key=lambda r: float(r.get("updated_at") or 0)))
@@ -334,10 +418,17 @@ class LeaseLedger:
         # the target Lease names a key the list did not show: not created yet
         # (in flight until that claim's TTL), or created since the list
         other = _record(self.store.get(key_lease_name(gap)))
+        in_flight = held.get("status") == "claimed" \
+            and float(held.get("expires_at") or 0) >= now
         if other is None:
-            return busy({**held, "status": "claimed"}) \
-                if float(held.get("expires_at") or 0) >= now else None
-        return busy(other) if active(other) else None
+            return busy({**held, "status": "claimed"}) if in_flight else None
+        if active(other):
+            return busy(other)
+        # a key judged again (denied, failed, skipped) that took the target
+        # after its last write is being retaken: in flight, as a new key is
+        if in_flight and float(held.get("taken_at") or 0) > float(other.get("updated_at") or 0):
+            return busy({**held, "status": "claimed"})
+        return None
 
     def finish(self, key: str, status: LedgerStatus, *, now: float,
                decision: dict[str, Any] | None = None,
@@ -347,17 +438,21 @@ class LeaseLedger:
                                      "decision": decision or {}, "reasons": reasons or []})
 
     def release(self, key: str, *, holder: str) -> None:
-        for _ in range(_ATTEMPTS):
-            lease = self.store.get(key_lease_name(key))
+        name = key_lease_name(key)
+        for attempt in range(_ATTEMPTS):
+            lease, ours = self._read(name, cached=attempt == 0)
             rec = _record(lease)
             if lease is None or rec is None or rec.get("status") != "claimed" \
                     or rec.get("holder") != holder:
+                if ours:
+                    continue  # decided on our own copy: decide again on the API's
                 return
             try:
                 if rec.get("approved_by"):
                     self._replace(lease, {**rec, "status": "approved"})
                     return
-                self.store.delete(key_lease_name(key),
+                self._forget(name)
+                self.store.delete(name,
                                   resource_version=str(lease["metadata"]["resourceVersion"]))
             except LeaseConflict:
                 continue
