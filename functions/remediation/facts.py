@@ -160,7 +160,9 @@ class SnapshotAccess:
 class MemoFacts:
     """Read-through memo over another ClusterFacts for the life of one batch
     (one webhook request): an alert storm about 200 workloads reads each once,
-    not once per alert. Returns copies, so planners cannot share mutations."""
+    not once per alert; an object a list returned is not read again by name.
+    Returns copies, so planners cannot share mutations. The pipeline drops it
+    when a signal of the batch changed the cluster."""
 
     def __init__(self, inner: ClusterFacts, memo: dict[Any, Any]) -> None:
         self._inner = inner
@@ -178,7 +180,11 @@ class MemoFacts:
              node: str | None = None) -> list[dict[str, Any]]:
         key = ("list", kind, namespace, tuple(sorted((labels or {}).items())), node)
         if key not in self._memo:
-            self._memo[key] = self._inner.list(kind, namespace, labels=labels, node=node)
+            self._memo[key] = items = self._inner.list(kind, namespace, labels=labels, node=node)
+            for item in items:  # a listed object is read: a get of it asks no more
+                meta = item.get("metadata") or {}
+                ns = "" if kind in CLUSTER_SCOPED else str(meta.get("namespace") or "")
+                self._memo.setdefault(("get", kind, ns, str(meta.get("name") or "")), item)
         listed: list[dict[str, Any]] = _copy_json(self._memo[key])
         return listed
 

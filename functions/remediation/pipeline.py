@@ -50,7 +50,15 @@ from .model import (
     StepResult,
     stable_digest,
 )
-from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine, SLOSource
+from .ports import (
+    ClusterAccess,
+    ClusterFacts,
+    CredentialBroker,
+    Ledger,
+    OutcomeSink,
+    PolicyEngine,
+    SLOSource,
+)
 from .records import TAKEN, ClaimResult, LedgerRecord, LedgerStatus
 from .routing import REMEDIATION_LABEL, Routes
 from .settings import Settings
@@ -214,13 +222,18 @@ class Pipeline:
 
     def _handle(self, signal: Signal, *, via: str, requested: str,
                 batch: BatchMemo | None) -> Outcome:
+        # a signal alone is a batch of one: the objects its plan read are the
+        # ones the policy judges and the apply remembers, read once (issue 18)
+        batch = batch if batch is not None else BatchMemo()
         planned = self.plan(signal, requested=requested, batch=batch, via=via)
         if isinstance(planned, Outcome):
             return planned
         cluster = self.settings.cluster
         outcome = self._run(signal, planned, via=via, cluster=cluster, batch=batch)
-        if batch is not None and outcome.status is not Status.DUPLICATE:
+        if outcome.status is not Status.DUPLICATE:
             batch.history.clear()  # the ledger may have changed: read it again
+            if outcome.status in (Status.APPLIED, Status.PARTIAL):
+                _forget_written(batch, planned)
             if outcome.status in TARGET_TAKEN and self.settings.ledger.target_window > 0:
                 batch.taken[(str(planned.target), planned.action)] = TakenTarget(
                     planned.key, outcome.status.value, self.clock())
@@ -349,7 +362,7 @@ class Pipeline:
                                  reasons=(f"already handled for this incident ({claim.status})",))
         try:
             return self._claimed(signal, plan, claim, via=via, cluster=cluster,
-                                 dry_run=dry_run)
+                                 dry_run=dry_run, batch=batch)
         except BaseException:
             # Whatever went wrong unexpectedly, nothing is left claimed forever.
             self.ledger.release(plan.key, holder=self.holder)
@@ -439,12 +452,21 @@ class Pipeline:
         return self._outcome(signal, status, plan.function, plan=plan, decision=decision,
                              dry_run=dry_run, reasons=reasons, results=results)
 
+    def _read(self, cluster: str, batch: BatchMemo | None) -> ClusterFacts:
+        """The cluster facts a signal's plan read (its batch's memo): the policy
+        judges, and the apply remembers, the objects the planner saw, with no
+        second read of each (issue 18). Verification reads the cluster afresh."""
+        facts = self.cluster.facts(cluster)
+        return MemoFacts(facts, batch.facts.setdefault(cluster, {})) \
+            if batch is not None else facts
+
     def _claimed(self, signal: Signal, plan: Plan, claim: ClaimResult, *, via: str,
-                 cluster: str, dry_run: bool) -> Outcome:
+                 cluster: str, dry_run: bool, batch: BatchMemo | None = None) -> Outcome:
         stats = self.stats(signal, plan)
         approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
-            facts = target_facts(plan, self.cluster.facts(cluster))
+            read = self._read(cluster, batch)
+            facts = target_facts(plan, read)
         except TemporaryError as exc:
             return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
                                dry_run=dry_run)
@@ -472,7 +494,8 @@ class Pipeline:
             return self._final(signal, plan, Status.PLANNED, dry_run=True, decision=decision,
                                reasons=decision.reasons + (
                                    "plan only: facts come from a snapshot",))
-        return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run)
+        return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run,
+                             read=read)
 
     def _slo(self, plan: Plan) -> dict[str, Any] | None:
         """The target's error budget; a source that fails anyway gives an
@@ -551,7 +574,7 @@ class Pipeline:
                                           "approved_by": approver})
 
     def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
-                 dry_run: bool) -> Outcome:
+                 dry_run: bool, read: ClusterFacts | None = None) -> Outcome:
         try:
             with tracing.span("credentials", action=plan.action):
                 credential = self.credentials.lease(plan, cluster)
@@ -563,14 +586,15 @@ class Pipeline:
                                reasons=(f"credentials refused: {exc}",))
         try:
             return self._apply(signal, plan, decision, credential, cluster=cluster,
-                               dry_run=dry_run)
+                               dry_run=dry_run, read=read)
         finally:
             self.credentials.revoke(credential)
 
     def _apply(self, signal: Signal, plan: Plan, decision: Decision,
-               credential: ScopedCredential, *, cluster: str, dry_run: bool) -> Outcome:
+               credential: ScopedCredential, *, cluster: str, dry_run: bool,
+               read: ClusterFacts | None = None) -> Outcome:
         fn = plan.function
-        owners = self._owners(plan, cluster) if not dry_run else {}
+        owners = self._owners(plan, read or self.cluster.facts(cluster)) if not dry_run else {}
         writer = tracing.traced(self.cluster.writer(cluster, credential))
         try:
             try:
@@ -638,12 +662,13 @@ class Pipeline:
         spec = remediation.action(plan.action) if remediation is not None else None
         return spec is not None and spec.relative
 
-    def _owners(self, plan: Plan, cluster: str) -> dict[str, Any]:
-        """Owners of the pods the plan removes, read before they are gone."""
+    def _owners(self, plan: Plan, facts: ClusterFacts) -> dict[str, Any]:
+        """Owners of the pods the plan removes, read before they are gone (as
+        the plan saw them: the pods it lists were read with the node's list)."""
         if not any(s.kind == "Pod" and s.verb in ("evict", "delete") for s in plan.steps):
             return {}
         try:
-            return verification.pod_owners(plan, self.cluster.facts(cluster))
+            return verification.pod_owners(plan, facts)
         except TemporaryError:
             return {}
 
@@ -684,6 +709,21 @@ class Pipeline:
         (log.info if result == "succeeded" else log.warning)(
             "verification of %s on %s: %s (%s)", plan.action, plan.target, result, detail)
         return {"result": result, "detail": detail, "seconds": seconds, "checks": looks}
+
+
+#: kinds whose change moves fleet-wide facts: the circuit breaker's count of
+#: cordoned GPU nodes, the free GPUs a placement counts on
+FLEET_KINDS = frozenset({"Node", "Pod"})
+
+
+def _forget_written(batch: BatchMemo, plan: Plan) -> None:
+    """A node was cordoned or pods evicted: the batch's next plans read nodes
+    and pods again, so a second drain in one Alertmanager group counts the
+    first one's cordon (the memo would otherwise answer as before it)."""
+    kinds = {s.kind for s in plan.steps} & FLEET_KINDS
+    for memo in batch.facts.values() if kinds else ():
+        for key in [k for k in memo if k[1] in kinds]:
+            del memo[key]
 
 
 def _iso(ts: float) -> str:
