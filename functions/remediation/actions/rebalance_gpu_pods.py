@@ -81,21 +81,60 @@ def _scaled(value: Any, total: int) -> int:
     return int(text)
 
 
-def _workload(facts: ClusterFacts, pod: Mapping[str, Any]) -> tuple[str, int]:
-    """The pod's controlling workload ("Kind/ns/name") and its desired replicas."""
+def _controller(facts: ClusterFacts, pod: Mapping[str, Any]
+                ) -> tuple[str, Mapping[str, Any] | None]:
+    """The pod's controlling workload ("Kind/ns/name") and the object its pods
+    are selected by (its ReplicaSet or StatefulSet), with one read at most."""
     ns = pod["metadata"].get("namespace", "")
     owner = owner_of(pod)
     if owner is None:
-        return f"Pod/{ns}/{pod['metadata']['name']}", 1
+        return f"Pod/{ns}/{pod['metadata']['name']}", None
     kind, name = owner.get("kind", ""), owner.get("name", "")
     obj = facts.get(kind, ns, name) if kind in ("ReplicaSet", "StatefulSet") else None
     if kind == "ReplicaSet" and obj is not None:
         up = owner_of(obj)
         if up is not None and up.get("kind") == "Deployment":
             kind, name = "Deployment", up["name"]
-            obj = facts.get("Deployment", ns, name) or obj
+    return f"{kind}/{ns}/{name}", obj
+
+
+def _workload(facts: ClusterFacts, pod: Mapping[str, Any]) -> tuple[str, int]:
+    """The pod's controlling workload ("Kind/ns/name") and its desired replicas."""
+    workload, obj = _controller(facts, pod)
+    kind, ns, name = workload.split("/", 2)
+    if kind == "Deployment":
+        obj = facts.get("Deployment", ns, name) or obj
     replicas = int(((obj or {}).get("spec") or {}).get("replicas", 1))
-    return f"{kind}/{ns}/{name}", replicas
+    return workload, replicas
+
+
+def _pods_selected(facts: ClusterFacts, ns: str, selector: Mapping[str, Any] | None
+                   ) -> list[dict[str, Any]]:
+    """The pods of ``ns`` a selector may match, listed by its labels on the API
+    server when it has only matchLabels (a workload's few pods, never the
+    namespace's thousands); the caller still matches the whole selector."""
+    labels = dict((selector or {}).get("matchLabels") or {})
+    labels.pop("pod-template-hash", None)  # a ReplicaSet's: every revision counts
+    if selector is None or (selector.get("matchExpressions")) or not labels:
+        return facts.list("Pod", ns)
+    return facts.list("Pod", ns, labels=labels)
+
+
+def _other_ready_replicas(facts: ClusterFacts, pod: Mapping[str, Any], node_name: str
+                          ) -> tuple[str, int]:
+    """The pod's workload and how many of its pods are ready on other nodes:
+    the workload's pods are listed by its selector, and only their owners
+    resolved (each ReplicaSet read once), whatever the size of the fleet."""
+    workload, obj = _controller(facts, pod)
+    ns = pod["metadata"].get("namespace", "")
+    if workload.startswith("Pod/"):
+        return workload, 0  # no controller: no other replica
+    # an owner not read (a Job, a custom controller): the namespace's pods
+    selector = (obj.get("spec") or {}).get("selector") if obj is not None else None
+    others = sum(1 for p in _pods_selected(facts, ns, selector)
+                 if (p.get("spec") or {}).get("nodeName") not in (None, node_name)
+                 and pod_is_ready(p) and _controller(facts, p)[0] == workload)
+    return workload, others
 
 
 def disruptions_allowed(facts: ClusterFacts, pdb: Mapping[str, Any]) -> int:
@@ -103,7 +142,7 @@ def disruptions_allowed(facts: ClusterFacts, pdb: Mapping[str, Any]) -> int:
     disruption controller computes it), capped by its status when present."""
     spec = pdb.get("spec") or {}
     ns = pdb["metadata"].get("namespace", "")
-    pods = [p for p in facts.list("Pod", ns)
+    pods = [p for p in _pods_selected(facts, ns, spec.get("selector"))
             if selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
             and not is_finished(p)]
     healthy = sum(1 for p in pods if pod_is_ready(p) and not p["metadata"].get(
@@ -141,11 +180,7 @@ def plan_rebalance(ctx: PlanContext) -> Plan | NoPlan:
     skipped = list(sel.skipped)
     ranked = []
     for pod in sel.evict:
-        workload, _ = _workload(facts, pod)
-        ns = pod["metadata"].get("namespace", "")
-        others = sum(1 for p in facts.list("Pod", ns)
-                     if (p.get("spec") or {}).get("nodeName") not in (None, node_name)
-                     and pod_is_ready(p) and _workload(facts, p)[0] == workload)
+        _, others = _other_ready_replicas(facts, pod, node_name)
         ranked.append((others == 0, -others, gpu_request(pod.get("spec")),
                        pod_key(pod), pod, others))
     ranked.sort(key=lambda r: r[:4])
