@@ -246,3 +246,36 @@ def test_no_function_reads_an_object_twice_or_lists_all_pods_per_owner(small, fu
     _, counted = small[function]
     assert counted["get deployments"] <= 2 and counted["get replicasets"] <= 9, counted
     assert counted["get leases"] <= 1, counted
+
+
+def test_a_second_drain_in_one_group_counts_the_first_cordon(tmp_path):
+    """The batch's memo answers a plan's reads once per Alertmanager group;
+    after a drain cordoned a node, the next drain of the group reads the
+    nodes again, so the circuit breaker (here: one of four GPU nodes) holds."""
+    emu = KubeEmulator().start()
+    pipeline = None
+    try:
+        emu.add(fleet(4))
+        cfg = settings(write_kubeconfig(tmp_path / "kubeconfig", emu.url), tmp_path)
+        data = yaml.safe_load(Path(cfg.policy.data_file).read_text())
+        data["remediation_config"]["limits"]["max_cordoned_gpu_nodes_percent"] = 25
+        Path(cfg.policy.data_file).write_text(yaml.safe_dump(data))
+        pipeline = build_pipeline(cfg)
+        client = create_app(cfg, pipeline).test_client()
+        group = alert("GPUXidError", {"Hostname": "gpu-0002", "xid": "79", "gpu": "0"},
+                      fingerprint="d000000000000002")
+        group["alerts"] += alert("GPUXidError", {"Hostname": "gpu-0003", "xid": "79",
+                                                 "gpu": "0"},
+                                 fingerprint="d000000000000003")["alerts"]
+        resp = client.post("/webhooks/alertmanager", json=group,
+                           headers={"Authorization": f"Bearer {BEARER}"})
+        outcomes = resp.get_json()["outcomes"]
+        assert [o["status"] for o in outcomes] == ["applied", "denied"], outcomes
+        assert "circuit breaker: 2 of 4 GPU nodes" in " ".join(outcomes[1]["reasons"])
+        cordoned = [n for n in ("gpu-0002", "gpu-0003")
+                    if (emu.get("nodes", None, n) or {}).get("spec", {}).get("unschedulable")]
+        assert cordoned == ["gpu-0002"]
+    finally:
+        if pipeline is not None:
+            close_pipeline(pipeline)
+        emu.close()
