@@ -27,8 +27,11 @@ it over the API; no Kubernetes import here):
   spans several keys, and Kubernetes has no multi-object transaction. It is
   serialised through a second Lease per (target, action),
   ``remt-<sha256(target|action)[:40]>``, whose record names the key that
-  last took the target. A claimer reads that Lease, then lists the key
-  Leases of the target (by label) and asks what the SQLite claim asks: is
+  last took the target. A claimer lists, in one request (one snapshot),
+  that Lease and the key Leases of the target (the target Lease carries the
+  target and action labels and the status label ``target``; one written
+  before it did is met by the create, then read by name before the list)
+  and asks what the SQLite claim asks: is
   any other key taken (or pending approval) within *its* window? So a
   replica configured with a different window sees every earlier action, not
   only the last. Free, it takes the target Lease by create or by a replace
@@ -124,6 +127,9 @@ class LeaseConflict(Exception):
 LIVE_STATUSES = frozenset({"claimed", "pending", "approved"})
 #: statuses a target check must see (taken, in flight, waiting for approval)
 TARGET_STATUSES = tuple(TAKEN) + ("pending",)
+#: the status label of target Leases, so one list finds a target Lease and
+#: the records that count for it
+TARGET_LEASE_STATUS = "target"
 #: at most this many Leases deleted per prune
 PRUNE_BATCH = 200
 #: Leases this process wrote last, kept (newest first out) so the next write
@@ -349,38 +355,60 @@ class LeaseLedger:
                 "status": "claimed", "holder": plan.key, "claimed_at": now,
                 "expires_at": now + ttl, "updated_at": now,
                 "taken_at": now}  # = the key record's claimed_at: which claim took it
-        for _ in range(_ATTEMPTS):
-            lock = self.store.get(name)  # read first: its resourceVersion guards the take
-            busy = self._target_busy(plan, _record(lock), now=now, window=window)
+        labels = self._target_labels(plan)
+        for attempt in range(_ATTEMPTS):
+            if attempt == 0:
+                # one list, one snapshot: the target Lease (labelled like its
+                # records) and the records that count; its resourceVersion
+                # guards the take as a read's would
+                listed = self.store.list({k: labels[k] for k in (TARGET_LABEL, ACTION_LABEL)},
+                                         status_in=(*TARGET_STATUSES, TARGET_LEASE_STATUS))
+                lock = next((item for item in listed
+                             if (item.get("metadata") or {}).get("name") == name), None)
+                records = [r for item in listed
+                           if ((item.get("metadata") or {}).get("labels") or {}).get(
+                               LEDGER_LABEL) == "claim" and (r := _record(item)) is not None]
+            else:  # a Lease written before its labels, or taken since: read, then list
+                lock = self.store.get(name)  # its resourceVersion guards the take
+                records = None
+            busy = self._target_busy(plan, _record(lock), now=now, window=window,
+                                     records=records)
             if busy is not None:
                 return busy
             try:
                 if lock is None:
-                    self.store.create(name, labels={LEDGER_LABEL: "target"},
+                    self.store.create(name, labels=labels,
                                       annotations={RECORD_ANNOTATION: json.dumps(mine)},
                                       spec={"holderIdentity": plan.key[:253],
                                             "leaseDurationSeconds": max(1, int(ttl)),
                                             "acquireTime": _micro(now), "renewTime": _micro(now)})
                 else:
-                    self._rewrite_target(lock, mine, holderIdentity=plan.key[:253],
-                                         renewTime=_micro(now))
+                    self._rewrite_target(lock, mine, labels=labels,
+                                         holderIdentity=plan.key[:253], renewTime=_micro(now))
             except (LeaseExists, LeaseConflict):
                 continue  # another claimer took it since our read: decide again
             return None
         return ClaimResult(False, plan.key, "target-recent", "", other_status="claimed")
 
-    def _rewrite_target(self, lock: Mapping[str, Any], rec: Mapping[str, Any],
-                        **spec: Any) -> None:
+    def _target_labels(self, plan: Plan) -> dict[str, str]:
+        return {LEDGER_LABEL: "target", STATUS_LABEL: TARGET_LEASE_STATUS,
+                TARGET_LABEL: _digest(str(plan.target)), ACTION_LABEL: _digest(plan.action, 16)}
+
+    def _rewrite_target(self, lock: Mapping[str, Any], rec: Mapping[str, Any], *,
+                        labels: Mapping[str, str] | None = None, **spec: Any) -> None:
         """Replace a target Lease (guarded by the resourceVersion it was read
         with) with ``rec`` as its record and ``spec`` fields updated."""
         meta = dict(lock["metadata"])
+        if labels:
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
         meta["annotations"] = {**(meta.get("annotations") or {}),
                                RECORD_ANNOTATION: json.dumps(rec)}
         self.store.replace({**lock, "metadata": meta,
                             "spec": {**(lock.get("spec") or {}), **spec}})
 
     def _target_busy(self, plan: Plan, held: Mapping[str, Any] | None, *, now: float,
-                     window: float) -> ClaimResult | None:
+                     window: float, records: list[dict[str, Any]] | None = None
+                     ) -> ClaimResult | None:
         """What the SQLite claim asks in its transaction: is this action on
         this target taken (or in flight, or pending approval) for another key
         within ``window``? Answered from every key Lease of the target, so a
@@ -398,9 +426,11 @@ class LeaseLedger:
                                other_key=str(r.get("key")), other_status=str(r.get("status")),
                                age=now - float(r.get("updated_at") or now))
 
-        listed = [r for r in self._records({TARGET_LABEL: _digest(str(plan.target)),
-                                            ACTION_LABEL: _digest(plan.action, 16)},
-                                           status_in=TARGET_STATUSES)
+        if records is None:
+            records = self._records({TARGET_LABEL: _digest(str(plan.target)),
+                                     ACTION_LABEL: _digest(plan.action, 16)},
+                                    status_in=TARGET_STATUSES)
+        listed = [r for r in records
                   if r.get("target") == str(plan.target) and r.get("action") == plan.action]
         for r in listed:  # this very key, taken or in flight: what a read of it answers
             if r.get("key") == plan.key and not reclaimable(
