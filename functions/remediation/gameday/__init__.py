@@ -34,7 +34,7 @@ from .scenario import (
 )
 
 __all__ = ["ActionExpectation", "Approve", "Check", "Delivery", "ObjectExpectation",
-           "OutcomeExpectation", "RealTimeClock", "Report", "Scenario", "SnapshotStand", "Stand", "TimedEvent",
-           "VirtualClock", "Write", "add_parser", "check_actions", "check_object",
-           "check_outcomes", "load_scenario", "lookup", "main", "parse_scenario", "run_cli",
-           "run_scenario", "scenario_routes", "scenario_settings"]
+           "OutcomeExpectation", "RealTimeClock", "Report", "Scenario", "SnapshotStand", "Stand",
+           "TimedEvent", "VirtualClock", "Write", "add_parser", "check_actions",
+           "check_object", "check_outcomes", "load_scenario", "lookup", "main",
+           "parse_scenario", "run_cli", "run_scenario", "scenario_routes", "scenario_settings"]
