@@ -168,9 +168,10 @@ class RealStand:
                 self._create(_clean(o))
         for (_, ns, name) in created:
             if not deployments[(ns, name)]["spec"].get("paused"):
-                self.plane.request("PATCH", self._path("Deployment", ns, name),
-                                   {"spec": {"paused": False}},
-                                   content_type="application/merge-patch+json")
+                r = self.plane.request("PATCH", self._path("Deployment", ns, name),
+                                       {"spec": {"paused": False}},
+                                       content_type="application/merge-patch+json")
+                assert r.status_code == 200, f"resuming Deployment {ns}/{name}: {r.text}"
         self._settled(pods, created, by_kind.get("PodDisruptionBudget", []))
 
     def _crds(self, objs: list[dict[str, Any]]) -> None:
@@ -213,6 +214,9 @@ class RealStand:
                 self._kinds.setdefault(r["kind"], (base, r["name"], r["namespaced"]))
 
     def _path(self, kind: str, ns: str, name: str = "") -> str:
+        if kind not in self._kinds:
+            raise AssertionError(f"the API server does not serve {kind}: the real stand "
+                                 "cannot seed it (a CRD the stand does not know)")
         base, plural, namespaced = self._kinds[kind]
         where = f"{base}/namespaces/{ns}/{plural}" if namespaced else f"{base}/{plural}"
         return f"{where}/{name}" if name else where
