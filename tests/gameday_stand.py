@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from remediation.gameday import Scenario, Write, scenario_settings
+from remediation.gameday import Scenario, VirtualClock, Write, scenario_settings
 from remediation.settings import KubeSettings, Settings
 
 from tests.kube_emulator import KubeEmulator
@@ -29,6 +29,9 @@ class EmulatorStand:
         self._own = emulator is None
         self.workdir = Path(tempfile.mkdtemp(prefix="gameday-"))
         self._seen = 0
+
+    def clock(self, start: float) -> VirtualClock:
+        return VirtualClock(start)  # nothing moves in the emulator but the product
 
     def setup(self, scenario: Scenario) -> Settings:
         self.emulator.add(list(scenario.objects))

@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import yaml
 from remediation import cli
 from remediation.errors import InvalidInput
 from remediation.gameday import (
+    RealTimeClock,
     SnapshotStand,
+    VirtualClock,
     add_parser,
     load_scenario,
     lookup,
@@ -98,6 +101,21 @@ def test_the_virtual_clock_drives_the_healthy_delay_and_timestamps(stand):
     assert resent.outcomes[0].status.value == "duplicate"
     assert early.outcomes == []
     assert [o.status.value for o in due.outcomes] == ["applied"]
+
+
+def test_the_stands_clocks_keep_the_scenario_time_and_differ_in_what_a_wait_costs(stand):
+    assert type(stand.clock(1000.0)) is VirtualClock  # nothing moves in the emulator
+    virtual = VirtualClock(1000.0)
+    virtual.sleep(3600)
+    assert (virtual.now(), virtual.monotonic()) == (1000.0, 3600.0)
+    # a real cluster's controllers need real time: verification waits for it
+    real = RealTimeClock(1000.0)
+    began = time.monotonic()
+    real.sleep(0.05)
+    assert time.monotonic() - began >= 0.05 and real.monotonic() >= began + 0.05
+    assert real.now() == 1000.0  # the scenario's wall clock is untouched
+    real.wall = 1600.0  # the runner moves it to each event's time
+    assert real.now() == 1600.0
 
 
 def _doc(stem: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .checks import Check, Delivery, Report, check_actions, check_object, check_outcomes
 from .command import add_parser, main, run_cli
 from .runner import (
+    RealTimeClock,
     SnapshotStand,
     Stand,
     VirtualClock,
@@ -33,7 +34,7 @@ from .scenario import (
 )
 
 __all__ = ["ActionExpectation", "Approve", "Check", "Delivery", "ObjectExpectation",
-           "OutcomeExpectation", "Report", "Scenario", "SnapshotStand", "Stand", "TimedEvent",
-           "VirtualClock", "Write", "add_parser", "check_actions", "check_object",
-           "check_outcomes", "load_scenario", "lookup", "main", "parse_scenario", "run_cli",
-           "run_scenario", "scenario_routes", "scenario_settings"]
+           "OutcomeExpectation", "RealTimeClock", "Report", "Scenario", "SnapshotStand", "Stand",
+           "TimedEvent", "VirtualClock", "Write", "add_parser", "check_actions",
+           "check_object", "check_outcomes", "load_scenario", "lookup", "main",
+           "parse_scenario", "run_cli", "run_scenario", "scenario_routes", "scenario_settings"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,6 +40,13 @@ class Stand(Protocol):
 
     #: False: plan only (object and action expectations are not checked)
     live: bool
+
+    def clock(self, start: float) -> VirtualClock:
+        """The clock the scenario runs on from ``start`` (its wall clock is
+        moved to each event's time): :class:`VirtualClock` where nothing else
+        moves, :class:`RealTimeClock` where real controllers must be given
+        real time to act before verification looks."""
+        ...
 
     def setup(self, scenario: Scenario) -> Settings:
         """Seed the scenario's objects; the Settings to build the pipeline with
@@ -72,6 +80,19 @@ class VirtualClock:
 
     def sleep(self, seconds: float) -> None:
         self.mono += max(0.0, seconds)
+
+
+class RealTimeClock(VirtualClock):
+    """The scenario's wall clock as :class:`VirtualClock` keeps it (each event
+    at ``start + at``, timestamps and windows unchanged), but verification
+    waits real time: on a real cluster the controllers, the scheduler and the
+    kubelets act in real time, and polling a virtual clock would only spin."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
 
 
 def scenario_routes(scenario: Scenario, settings: Settings) -> Routes:
@@ -142,8 +163,8 @@ def run_scenario(scenario: Scenario, stand: Stand, *,
     """Deliver the events at their virtual times, then check what was expected.
     The scenario's routes (its routes file and options) decide where each
     alert goes: they stamp the events' ``remediation`` extension."""
-    clock = VirtualClock(scenario.start if scenario.start is not None
-                         else datetime.now(tz=UTC).timestamp())
+    clock = stand.clock(scenario.start if scenario.start is not None
+                        else datetime.now(tz=UTC).timestamp())
     start = clock.wall
     settings = stand.setup(scenario)
     routes = scenario_routes(scenario, settings)
@@ -204,6 +225,9 @@ class SnapshotStand:
     def __init__(self, base: Settings | None = None) -> None:
         self.base = base or Settings()
         self.workdir = Path(tempfile.mkdtemp(prefix="gameday-"))
+
+    def clock(self, start: float) -> VirtualClock:
+        return VirtualClock(start)
 
     def setup(self, scenario: Scenario) -> Settings:
         snap = self.workdir / "snapshot.json"

@@ -51,15 +51,19 @@ the scenario's own routes (its ``REMEDIATION_ROUTES_FILE`` and options), then
 :func:`remediation.dispatch.handle_events`: route, plan, claim, policy,
 credentials, execute, verify, report), with the pipeline's clock at
 ``start + at``: target windows, healthy delays and approval expiry play out in
-virtual time. Verification polls on a separate virtual monotonic clock, so it
-costs no real time and does not move the next event.
+virtual time. Verification polls on a separate monotonic clock that the stand
+supplies: virtual on the snapshot and the emulator, so it costs no real time;
+real on a real cluster, whose controllers need it. Either way it does not move
+the next event.
 
 A ``Stand`` (:mod:`.runner`) is where a scenario runs. ``SnapshotStand`` (what
 ``remediate gameday`` uses) plans against the snapshot and applies nothing:
 outcome expectations are checked (``planned`` meets an expected ``applied``,
 ``partial`` or ``failed``), object and action expectations are reported as
 not checked. The tests' emulator stand (``tests/gameday_stand.py``) applies
-for real against the Kubernetes API emulator and checks all of it.
+for real against the Kubernetes API emulator and checks all of it; the
+realstack tier's stand (``tests/realstack/gameday_stand.py``) does the same
+on a real control plane.
 
 A game day never reads the environment and always uses a fresh in-memory
 ledger: the scenario file is the whole configuration.
