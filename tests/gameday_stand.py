@@ -47,6 +47,10 @@ class EmulatorStand:
         rt = self.emulator.resource_type(kind)
         return self.emulator.get(rt.plural, namespace or None, name)
 
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        rt = self.emulator.resource_type(kind)
+        return self.emulator.list(rt.plural, namespace or None)
+
     def writes(self) -> list[Write]:
         out = []
         for r in self.emulator.requests[self._seen:]:

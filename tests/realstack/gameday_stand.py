@@ -394,6 +394,12 @@ class RealStand:
                 return obj
             time.sleep(0.25)
 
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``namespace`` now (terminating ones
+        included: they carry their ``deletionTimestamp``)."""
+        items: list[dict[str, Any]] = self.plane.read(self._path(kind, namespace))["items"]
+        return items
+
     def writes(self) -> list[Write]:
         """The product's writes since setup, from the API server's audit log
         (its own identity only; dry runs left out)."""
