@@ -32,17 +32,6 @@ from tests.realstack.gameday_stand import RealStand
 pytestmark = pytest.mark.realstack
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.yaml"))
-RESTART_STORM = "08-restart-storm-escalates"
-#: Scenarios whose premise no real cluster meets, with the reason; each is
-#: run below all the same, to show the reason holds.
-NOT_ON_A_REAL_CLUSTER = {
-    RESTART_STORM: "its alerts at t+1200 and t+1800 name the pods the snapshot has, but the "
-                   "rollout restarts at t+0 and t+600 replace them on a real cluster (the "
-                   "emulator has no Deployment controller, so they stay), and where the new "
-                   "pods land is the scheduler's choice, not the gpu-node-1 and gpu-node-2 the "
-                   "expectations name",
-}
-PORTABLE = [p for p in SCENARIOS if p.stem not in NOT_ON_A_REAL_CLUSTER]
 
 
 @pytest.fixture
@@ -69,7 +58,7 @@ def fresh_plane(tmp_path: Path) -> Iterator[ControlPlane]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("path", PORTABLE, ids=[p.stem for p in PORTABLE])
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_passes_on_the_real_control_plane(path, fresh_plane):
     stand = RealStand(fresh_plane)
     try:
@@ -83,38 +72,3 @@ def test_scenario_passes_on_the_real_control_plane(path, fresh_plane):
     assert report.checks
     print(f"{path.stem}: {took:.1f} s on the real control plane")
 
-
-def test_only_named_scenarios_are_left_out():
-    assert set(NOT_ON_A_REAL_CLUSTER) <= {p.stem for p in SCENARIOS}
-    assert len(PORTABLE) == len(SCENARIOS) - len(NOT_ON_A_REAL_CLUSTER) >= 7
-
-
-@pytest.mark.timeout(300)
-def test_the_restart_storm_names_pods_a_real_rollout_has_replaced(fresh_plane):
-    """Why the restart storm is left out: run on the real plane, the first
-    two incidents go as on the emulator (two verified rollout restarts), but
-    the pod the third alert names was replaced by the first rollout, so
-    restart-engine cannot tell which node the engine hung on and restarts
-    again instead of climbing to the reschedule rung. When the scenario is
-    made portable (alerts that name what runs then, placement the scenario
-    pins), this test fails and the exclusion goes."""
-    path = next(p for p in SCENARIOS if p.stem == RESTART_STORM)
-    scenario = load_scenario(path)
-    stand = RealStand(fresh_plane)
-    try:
-        report = run_scenario(scenario, stand)
-        named = scenario.events[2].document["alerts"][0]["labels"]["pod"]
-        gone = stand.read("Pod", "llm-serving", named)
-        seeded = ("Pod", "llm-serving", named) in stand.seeded
-    finally:
-        stand.close()
-    first, second, third = report.deliveries[:3]
-    for d in (first, second):
-        (o,) = d.outcomes
-        assert (o.status.value, o.plan and o.plan.action) == ("applied", "rollout-restart"), \
-            report.render()
-        assert (o.verification or {}).get("result") == "succeeded", o.verification
-    assert seeded and gone is None  # seeded under its name, gone with the first rollout
-    (o,) = third.outcomes
-    assert o.plan is not None and o.plan.action == "rollout-restart", report.render()
-    assert not report.passed
