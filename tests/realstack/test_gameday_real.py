@@ -72,3 +72,25 @@ def test_scenario_passes_on_the_real_control_plane(path, fresh_plane):
     assert report.checks
     print(f"{path.stem}: {took:.1f} s on the real control plane")
 
+
+
+@pytest.mark.timeout(300)
+def test_the_restart_storm_names_the_pods_the_rollouts_made(fresh_plane):
+    """Why the restart storm runs here: its alerts name the engine's pod as
+    it is when each fires (``current_pod_of``). The first names the seeded
+    pod; every later one a pod the real rollouts made (a generated name) on
+    the node the alert says, which is where the scenario's spread put it."""
+    path = next(p for p in SCENARIOS if p.stem == "08-restart-storm-escalates")
+    stand = RealStand(fresh_plane)
+    try:
+        report = run_scenario(load_scenario(path), stand)
+        seeded = {name for (kind, _, name) in stand.seeded if kind == "Pod"}
+    finally:
+        stand.close()
+    assert report.passed, report.render()
+    named = [r.rpartition(": ")[2] for d in report.deliveries for r in d.resolved]
+    nodes = [r.rpartition(" on ")[2].partition(":")[0]
+             for d in report.deliveries for r in d.resolved]
+    assert nodes == ["gpu-node-1"] * 3 + ["gpu-node-2", "gpu-node-3"], report.render()
+    assert named[0] == "vllm-llama-7b-6d4f8b9c7-x2x9k" and named[0] in seeded
+    assert not seeded & set(named[1:]) and len(set(named)) == 5, report.render()
