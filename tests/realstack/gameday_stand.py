@@ -25,7 +25,8 @@ the real controllers own them as they would have made them:
 Setup fails, saying which, when the real controllers replaced a seeded pod:
 then the scenario would not run on the objects it names. Objects the
 controllers make later (a rollout's new pods, an evicted pod's replacement)
-have generated names, as on any cluster.
+have generated names, as on any cluster: a scenario's later events name
+them with ``current_pod_of``, resolved through :meth:`RealStand.list_objects`.
 
 Verification waits real time (``RealTimeClock``): the scenario's wall clock
 is unchanged, but a rollout is polled while the controllers do it.
