@@ -434,9 +434,11 @@ def build_real(nodes: int, root: Path) -> tuple[ControlPlane, list[dict[str, Any
     progress = {"available": -1, "since": time.monotonic()}
 
     def all_ready() -> bool:
-        """Every engine available, or (a big fleet on two cores) at least 99%
-        of them and no progress for two minutes: the run goes on with what
-        the fleet has, and the report says how many were available."""
+        """Every engine available, or no progress for two minutes: the run
+        goes on with what the fleet has, and the report says how many were
+        available. (At 1,000 nodes on two cores kwok's pod-ready stage failed
+        for about 2,700 pods: "status.podIPs: may specify no more than one IP
+        for each IP family", a second pod IP allocated on a retried patch.)"""
         deps = plane.read(f"/apis/apps/v1/namespaces/{NS}/deployments")["items"]
         available = sum(d.get("status", {}).get("availableReplicas", 0) for d in deps)
         if available != progress["available"]:
@@ -444,10 +446,11 @@ def build_real(nodes: int, root: Path) -> tuple[ControlPlane, list[dict[str, Any
             print(f"   {available} of {want} engine pods available "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
         stalled = time.monotonic() - progress["since"] > 120
-        return available >= want or (stalled and available >= 0.99 * want)
+        return available >= want or stalled
 
     wait_until(f"{want} engine pods ready", all_ready, None, timeout=2400, interval=5)
     pods = plane.read("/api/v1/pods")["items"]
+    plane.engines_available = (progress["available"], want)  # type: ignore[attr-defined]
     return plane, pods, time.monotonic() - t0
 
 
@@ -505,7 +508,9 @@ def run_size(nodes: int, workdir: Path) -> dict[str, Any]:
             emu_storms = storms(EmulatorTarget(emu), emu_kubeconfig)
         finally:
             emu.close()
+        available, wanted = plane.engines_available  # type: ignore[attr-defined]
         return {"nodes": nodes, "pods": len(pods), "build_seconds": round(built, 1),
+                "engine_pods_available": available, "engine_pods": wanted,
                 "functions": real, "emulator": emulated, "storms": real_storms,
                 "emulator_storms": emu_storms}
     finally:
