@@ -16,8 +16,10 @@ Targets are reported, never asserted. Everything stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import resource
 import statistics
 import sys
@@ -28,12 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.__main__ import serve  # noqa: E402
 from remediation.app import create_app  # noqa: E402
+from remediation.events.alertmanager import alertmanager_to_events  # noqa: E402
+from remediation.events.binding import new_event, to_binary  # noqa: E402
+from remediation.guard.sender_auth import sign_events  # noqa: E402
 from remediation.runtime import build_pipeline, close_pipeline  # noqa: E402
 from remediation.settings import (  # noqa: E402
     HTTPSettings,
@@ -60,6 +67,11 @@ BEARER = "scale-bench"
 NS = "llm-serving"
 ENGINES_PER_NODE = 9  # plus one dcgm-exporter pod: about 10 pods a node
 ALERTS = int(os.environ.get("SCALE_ALERTS", "20"))
+#: the alert storms: alerts per storm, over this many Deployments
+STORMS = [int(x) for x in os.environ.get("SCALE_STORMS", "1000,20000").split(",") if x]
+STORM_TARGETS = 200
+#: a namespace that is not an inference namespace: restarts there are denied
+PROTECTED_NS = "gpu-operator"
 
 
 def fleet_objects(nodes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -70,7 +82,12 @@ def fleet_objects(nodes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     workloads: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace",  # restarts happen in inference namespaces
          "metadata": {"name": NS, "labels": {"inferenceremediation.io/inference": "true"}}},
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu-operator"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROTECTED_NS}},
+        # the ledgers of the storms, one namespace each (their own claims)
+        *({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"storm-{k}"}}
+          for k in ("0", "1", "xid")),
+        # an engine in a namespace that is not an inference namespace
+        deployment(PROTECTED_NS, "protected-engine", replicas=1, gpus=0),
         {"apiVersion": "apps/v1", "kind": "DaemonSet",
          "metadata": {"name": "dcgm-exporter", "namespace": "gpu-operator"},
          "spec": {"selector": {"matchLabels": {"app": "dcgm-exporter"}},
@@ -121,12 +138,34 @@ class Target:
 
     def mark(self) -> int: ...
     def requests_since(self, mark: int) -> Counter[str]: ...
+    def writes_since(self, mark: int) -> list[tuple[str, str, str, str, int]]: ...
+    def nodes(self) -> list[dict[str, Any]]: ...
 
 
 class RealTarget(Target):
     def __init__(self, plane: ControlPlane) -> None:
         super().__init__("real")
         self.plane = plane
+
+    def writes_since(self, mark: int) -> list[tuple[str, str, str, str, int]]:
+        """(verb, resource[/sub], namespace, name, code) of the product's writes."""
+        with open(self.plane.audit_log, "rb") as f:
+            f.seek(mark)
+            lines = f.read().decode().splitlines()
+        out = []
+        for line in lines:
+            e = json.loads(line)
+            if e["user"]["username"] != "remediator" or e["verb"] in ("get", "list", "watch"):
+                continue
+            ref = e.get("objectRef", {})
+            res = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource")
+                                               else "")
+            out.append((e["verb"], res, ref.get("namespace", ""), ref.get("name", ""),
+                        int(e.get("responseStatus", {}).get("code", 0))))
+        return out
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.plane.read("/api/v1/nodes")["items"]
 
     def mark(self) -> int:
         return self.plane.audit_log.stat().st_size
@@ -151,6 +190,14 @@ class EmulatorTarget(Target):
     def __init__(self, emu: KubeEmulator) -> None:
         super().__init__("emulator")
         self.emu = emu
+
+    def writes_since(self, mark: int) -> list[tuple[str, str, str, str, int]]:
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        return [(verbs[r.method], r.resource, r.namespace or "", r.name or "", r.status)
+                for r in self.emu.requests[mark:] if r.method in verbs]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.emu.list("nodes"))
 
     def mark(self) -> int:
         return len(self.emu.requests)
@@ -202,6 +249,150 @@ def measure(target: Target, settings: Settings, cases: list[tuple[str, dict[str,
     return out
 
 
+def storm_body(alerts: int, names: list[str]) -> bytes:
+    """One Alertmanager group: ``alerts`` alerts over the Deployments ``names``
+    (many per target, each its own incident), one in a hundred about an engine in
+    a namespace that is not an inference namespace (denied by policy)."""
+    doc = alert("VLLMEngineHung", {"namespace": NS, "deployment": names[0]})
+    one = doc["alerts"][0]
+    doc["alerts"] = []
+    for i in range(alerts):
+        labels = {"alertname": "VLLMEngineHung", "severity": "critical", "namespace": NS,
+                  "deployment": names[i % len(names)], "replica": str(i)}
+        if i % 100 == 99:
+            labels.update(namespace=PROTECTED_NS, deployment="protected-engine")
+        a = dict(one, labels=labels)
+        a["fingerprint"] = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()
+                                          ).hexdigest()[:16]
+        doc["alerts"].append(a)
+    return json.dumps(doc).encode()
+
+
+def storm_policy(root: Path, name: str, **limits: Any) -> Path:
+    path = root / f"policy-{name}.yaml"
+    path.write_text(yaml.safe_dump({"remediation_config": {
+        "limits": {"cluster_max_per_window": 10**6, **limits},
+        "actions": {a: {"max_per_window": 10**6, "max_per_target_in_window": 10**6}
+                    for a in ("rollout-restart", "cordon-drain", "mark-reboot", "evict-pods",
+                              "scale-out")}}}))
+    return path
+
+
+def hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def alert_storm(target: Target, kubeconfig: Path, root: Path, alerts: int,
+                names: list[str], ledger_ns: str) -> dict[str, Any]:
+    """The storm through the webhook of one server (waitress, 8 threads), the
+    Lease ledger in ``ledger_ns``: one action per target expected."""
+    body = storm_body(alerts, names)
+    proc, url, _ = serve("remediation.app:create_app", {
+        "KUBECONFIG": str(kubeconfig), "REMEDIATION_DRY_RUN": "false",
+        "REMEDIATION_LEDGER": "kubernetes", "REMEDIATION_NAMESPACE": ledger_ns,
+        "REMEDIATION_POLICY_DATA": str(storm_policy(root, f"storm-{ledger_ns}")),
+        "REMEDIATION_VERIFY_DEADLINE": "0", "REMEDIATION_KUBE_TIMEOUT": "30",
+        "ALERTMANAGER_BEARER_TOKEN": BEARER, "REMEDIATION_MAX_BODY_BYTES": str(64 << 20),
+        "REMEDIATION_LOG_LEVEL": "WARNING"})
+    mark = target.mark()
+    try:
+        t0 = time.perf_counter()
+        resp = httpx.post(url + "/webhooks/alertmanager", content=body, timeout=1800,
+                          headers={"Authorization": f"Bearer {BEARER}",
+                                   "Content-Type": "application/json"})
+        seconds = time.perf_counter() - t0
+        peak = hwm_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    time.sleep(0.5)  # the audit log is written as each request completes
+    writes = target.writes_since(mark)
+    restarts = [w for w in writes if w[0] == "patch" and w[1] == "deployments" and w[4] < 300]
+    statuses = Counter(o["status"] for o in resp.json().get("outcomes", []))
+    return {"alerts": alerts, "targets": len(names), "http": resp.status_code,
+            "seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1),
+            "actions": len(restarts), "targets_acted": len({w[3] for w in restarts}),
+            "protected_acted": sum(1 for w in restarts if w[2] == PROTECTED_NS),
+            "api_writes": len(writes), "api_requests": sum(target.requests_since(mark).values()),
+            "statuses": dict(statuses), "body_mb": round(len(body) / 1e6, 1)}
+
+
+def xid_storm(target: Target, kubeconfig: Path, root: Path, hit: list[str],
+              ledger_ns: str, workers: int = 4, copies: int = 2) -> dict[str, Any]:
+    """Fatal Xids (79) on the nodes ``hit`` at once, each delivered ``copies``
+    times, shuffled over ``workers`` worker processes sharing the Lease
+    ledger; the breaker's limit leaves room for half of them."""
+    from tests.test_exactly_once import EVENT_KEY, Workers
+
+    def gpu(n: dict[str, Any]) -> bool:
+        return "nvidia.com/gpu" in ((n.get("status") or {}).get("allocatable") or {})
+
+    fleet = [n for n in target.nodes() if gpu(n)]
+    before = {n["metadata"]["name"] for n in fleet if (n.get("spec") or {}).get("unschedulable")}
+    room = max(1, len(hit) // 2)
+    allowed = len(before) + room
+    percent = (allowed + 0.5) * 100 / len(fleet)  # allowed fit, allowed + 1 do not
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "REMEDIATION_DRY_RUN": "false",
+           "REMEDIATION_LEDGER": "kubernetes", "REMEDIATION_NAMESPACE": ledger_ns,
+           "REMEDIATION_POLICY_DATA": str(storm_policy(
+               root, f"xid-{ledger_ns}", max_cordoned_gpu_nodes_percent=percent)),
+           "REMEDIATION_VERIFY_DEADLINE": "0", "REMEDIATION_KUBE_TIMEOUT": "30",
+           "REMEDIATION_LOG_LEVEL": "WARNING", "REMEDIATION_EVENT_HMAC_KEY": EVENT_KEY,
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'functions'}"}
+    for var in ("OPA_URL", "VAULT_ADDR"):
+        env.pop(var, None)
+
+    def event(name: str, i: int) -> tuple[dict[str, str], bytes]:
+        body = alert("GPUXidError", {"Hostname": name, "xid": "79", "gpu": "0"},
+                     fingerprint=f"x{i:015d}")
+        (ev,) = alertmanager_to_events(body, routes=lambda _n, _l: "drain-gpu-node")
+        (ev,) = sign_events([ev], EVENT_KEY, now=time.time(), rebuild=new_event)
+        return to_binary(ev)
+
+    deliveries = [event(n, i) for i, n in enumerate(hit) for _ in range(copies)]
+    random.Random(18).shuffle(deliveries)
+    codes: Counter[int] = Counter()
+    statuses: Counter[str] = Counter()
+
+    def deliver(d: tuple[dict[str, str], bytes], urls: list[str], client: httpx.Client) -> None:
+        rng = random.Random(hash(d[1]))
+        for _ in range(600):  # as Knative redelivers a 503, for up to about 5 minutes
+            resp = client.post(rng.choice(urls) + "/", headers=d[0], content=d[1])
+            codes[resp.status_code] += 1
+            if resp.status_code != 503:
+                if resp.status_code == 200:
+                    statuses[resp.json()["status"]] += 1
+                return
+            time.sleep(0.5)
+
+    mark = target.mark()
+    pool_workers = Workers(env)
+    try:
+        urls = [pool_workers.start(f"w{n}") for n in range(workers)]
+        t0 = time.perf_counter()
+        with httpx.Client(timeout=600) as client, ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda d: deliver(d, urls, client), deliveries))
+        seconds = time.perf_counter() - t0
+    finally:
+        pool_workers.close()
+    time.sleep(0.5)
+    after = {n["metadata"]["name"] for n in target.nodes()
+             if gpu(n) and (n.get("spec") or {}).get("unschedulable")}
+    cordons = {w[3] for w in target.writes_since(mark)
+               if w[0] == "patch" and w[1] == "nodes" and w[4] < 300}
+    return {"gpu_nodes": len(fleet), "xid_nodes": len(hit), "deliveries": len(deliveries),
+            "workers": workers, "limit_percent": round(percent, 3),
+            "limit_nodes": allowed, "cordoned_before": len(before),
+            "cordoned_after": len(after), "new_cordons": len(after - before),
+            "nodes_patched": len(cordons), "seconds": round(seconds, 1),
+            "http_codes": {str(k): v for k, v in sorted(codes.items())},
+            "statuses": dict(statuses),
+            "held": len(after) <= allowed}
+
+
 def cases_for(pods: list[dict[str, Any]], nodes: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """ALERTS alerts per function on distinct targets."""
     by_node: dict[str, list[dict[str, Any]]] = {}
@@ -237,14 +428,29 @@ def build_real(nodes: int, root: Path) -> tuple[ControlPlane, list[dict[str, Any
         for obj in workloads[:3]:
             plane.create(path_for(obj), obj)
         list(pool.map(lambda o: plane.create(path_for(o), o), workloads[3:]))
-    want = sum(o["spec"]["replicas"] for o in workloads if o["kind"] == "Deployment")
+    want = sum(o["spec"]["replicas"] for o in workloads
+               if o["kind"] == "Deployment" and o["metadata"]["namespace"] == NS)
+
+    progress = {"available": -1, "since": time.monotonic()}
 
     def all_ready() -> bool:
+        """Every engine available, or no progress for two minutes: the run
+        goes on with what the fleet has, and the report says how many were
+        available. (At 1,000 nodes on two cores kwok's pod-ready stage failed
+        for about 2,700 pods: "status.podIPs: may specify no more than one IP
+        for each IP family", a second pod IP allocated on a retried patch.)"""
         deps = plane.read(f"/apis/apps/v1/namespaces/{NS}/deployments")["items"]
-        return sum(d.get("status", {}).get("availableReplicas", 0) for d in deps) >= want
+        available = sum(d.get("status", {}).get("availableReplicas", 0) for d in deps)
+        if available != progress["available"]:
+            progress.update(available=available, since=time.monotonic())
+            print(f"   {available} of {want} engine pods available "
+                  f"({time.monotonic() - t0:.0f} s)", flush=True)
+        stalled = time.monotonic() - progress["since"] > 120
+        return available >= want or stalled
 
-    wait_until(f"{want} engine pods ready", all_ready, None, timeout=1800, interval=2)
+    wait_until(f"{want} engine pods ready", all_ready, None, timeout=2400, interval=5)
     pods = plane.read("/api/v1/pods")["items"]
+    plane.engines_available = (progress["available"], want)  # type: ignore[attr-defined]
     return plane, pods, time.monotonic() - t0
 
 
@@ -271,17 +477,42 @@ def run_size(nodes: int, workdir: Path) -> dict[str, Any]:
                 item.setdefault("kind", listed["kind"].removesuffix("List"))
                 item.setdefault("apiVersion", listed["apiVersion"])
                 objects.append(item)
+        deps = sorted(d["metadata"]["name"] for d in objects
+                      if d.get("kind") == "Deployment" and d["metadata"]["namespace"] == NS)
+        per_storm = min(STORM_TARGETS, len(deps) // 2)
+        storm_sets = [deps[-per_storm:], deps[-2 * per_storm:-per_storm]]
+        # Xids on 5% of the nodes (at least 2), none of them cordoned before
+        hit = names[:max(2, nodes // 20)]
+
+        def storms(target: Target, kubeconfig: Path) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for k, alerts in enumerate(STORMS[:2]):
+                print(f"   {target.name}: storm of {alerts} alerts over {per_storm} "
+                      "Deployments ...", flush=True)
+                out[str(alerts)] = alert_storm(target, kubeconfig, root, alerts,
+                                               storm_sets[k], f"storm-{k}")
+                print(f"     {out[str(alerts)]}", flush=True)
+            print(f"   {target.name}: Xid storm on {len(hit)} nodes, 4 workers ...", flush=True)
+            out["xid"] = xid_storm(target, kubeconfig, root, hit, "storm-xid")
+            print(f"     {out['xid']}", flush=True)
+            return out
+
         real = measure(RealTarget(plane), settings_for(kubeconfig, root), cases)
+        real_storms = storms(RealTarget(plane), kubeconfig)
         emu = KubeEmulator().start()
         try:
             emu.add(objects)
             emu_kubeconfig = write_kubeconfig(root / "kubeconfig-emu", emu.url)
             emulated = measure(EmulatorTarget(emu), settings_for(emu_kubeconfig, root),
                                cases_for(pods, names))
+            emu_storms = storms(EmulatorTarget(emu), emu_kubeconfig)
         finally:
             emu.close()
+        available, wanted = plane.engines_available  # type: ignore[attr-defined]
         return {"nodes": nodes, "pods": len(pods), "build_seconds": round(built, 1),
-                "functions": real, "emulator": emulated}
+                "engine_pods_available": available, "engine_pods": wanted,
+                "functions": real, "emulator": emulated, "storms": real_storms,
+                "emulator_storms": emu_storms}
     finally:
         plane.close()
 
@@ -305,6 +536,17 @@ def main() -> int:
     report.update(nodes=big["nodes"], pods=big["pods"], functions={
         fn: {k: row[k] for k in ("api_requests", "p50_ms", "p99_ms")}
         for fn, row in big["functions"].items()})
+    largest = max((k for k in big["storms"] if k.isdigit()), key=int, default=None)
+    if largest is not None:
+        st = big["storms"][largest]
+        report["storm"] = {"alerts": st["alerts"], "seconds": st["seconds"],
+                           "peak_rss_mb": st["peak_rss_mb"], "actions": st["actions"],
+                           "targets": st["targets"]}
+    report["xid_storm"] = big["storms"]["xid"]
+    for run in report["runs"]:
+        for side in ("storms", "emulator_storms"):
+            for name, st in run[side].items():
+                print(f"{run['nodes']:>5} nodes  {side:<16} {name:>6}: {st}", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps(report, indent=2, default=dict))
     print(f"peak RSS of the bench process {report['peak_rss_mb']} MB; "

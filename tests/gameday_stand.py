@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from remediation.gameday import Scenario, Write, scenario_settings
+from remediation.gameday import Scenario, VirtualClock, Write, scenario_settings
 from remediation.settings import KubeSettings, Settings
 
 from tests.kube_emulator import KubeEmulator
@@ -30,6 +30,9 @@ class EmulatorStand:
         self.workdir = Path(tempfile.mkdtemp(prefix="gameday-"))
         self._seen = 0
 
+    def clock(self, start: float) -> VirtualClock:
+        return VirtualClock(start)  # nothing moves in the emulator but the product
+
     def setup(self, scenario: Scenario) -> Settings:
         self.emulator.add(list(scenario.objects))
         self._seen = len(self.emulator.requests)
@@ -43,6 +46,10 @@ class EmulatorStand:
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         rt = self.emulator.resource_type(kind)
         return self.emulator.get(rt.plural, namespace or None, name)
+
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        rt = self.emulator.resource_type(kind)
+        return self.emulator.list(rt.plural, namespace or None)
 
     def writes(self) -> list[Write]:
         out = []

@@ -246,7 +246,10 @@ def test_restart_engine_costs_a_bounded_number_of_requests(small):
 def test_no_function_reads_an_object_twice_or_lists_all_pods_per_owner(small, function):
     _, counted = small[function]
     assert counted["get deployments"] <= 2 and counted["get replicasets"] <= 9, counted
-    assert counted["get leases"] == 0, counted
+    # a drain that adds a cordon takes the circuit breaker's fleet lock: its
+    # Lease is created by a process's first take, read and updated by later
+    # ones, and let go by an update of what the take wrote
+    assert counted["get leases"] <= (1 if function == "drain-gpu-node" else 0), counted
 
 
 def test_a_second_drain_in_one_group_counts_the_first_cordon(tmp_path):

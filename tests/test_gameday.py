@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import yaml
 from remediation import cli
 from remediation.errors import InvalidInput
 from remediation.gameday import (
+    RealTimeClock,
     SnapshotStand,
+    VirtualClock,
     add_parser,
     load_scenario,
     lookup,
@@ -100,6 +103,21 @@ def test_the_virtual_clock_drives_the_healthy_delay_and_timestamps(stand):
     assert [o.status.value for o in due.outcomes] == ["applied"]
 
 
+def test_the_stands_clocks_keep_the_scenario_time_and_differ_in_what_a_wait_costs(stand):
+    assert type(stand.clock(1000.0)) is VirtualClock  # nothing moves in the emulator
+    virtual = VirtualClock(1000.0)
+    virtual.sleep(3600)
+    assert (virtual.now(), virtual.monotonic()) == (1000.0, 3600.0)
+    # a real cluster's controllers need real time: verification waits for it
+    real = RealTimeClock(1000.0)
+    began = time.monotonic()
+    real.sleep(0.05)
+    assert time.monotonic() - began >= 0.05 and real.monotonic() >= began + 0.05
+    assert real.now() == 1000.0  # the scenario's wall clock is untouched
+    real.wall = 1600.0  # the runner moves it to each event's time
+    assert real.now() == 1600.0
+
+
 def _doc(stem: str) -> dict[str, Any]:
     return yaml.safe_load(scenario_file(stem).read_text())
 
@@ -156,6 +174,14 @@ def test_approving_an_event_that_left_nothing_pending_fails(snapshot_stand):
 EVENT = '{at: 0, file: "demo:01-vllm-hung.json", expect: applied}'
 
 
+def hung(ref: str, extra: str = "", expect: str = "applied") -> str:
+    """An event whose alert names its pod with ``{current_pod_of: <ref>}``."""
+    return ("{at: 0, expect: " + expect + ", body: {version: '4', status: firing, "
+            "receiver: r, groupKey: g, alerts: [{status: firing, startsAt: '2026-11-01T10:00:00Z', "
+            "labels: {alertname: VLLMEngineHung, namespace: llm-serving, "
+            "pod: {current_pod_of: " + ref + extra + "}}}]}}")
+
+
 @pytest.mark.parametrize("body, field, words", [
     ("- not a mapping", "scenario", "a scenario is a mapping"),
     (f"snapshot: {DEMO}\nevents: [{EVENT}]", "name", "required"),
@@ -203,6 +229,27 @@ EVENT = '{at: 0, file: "demo:01-vllm-hung.json", expect: applied}'
      "expect.actions[0].count", "needs count, at_least or at_most"),
     ((f"name: x\nsnapshot: {DEMO}\nevents: [{EVENT}]\nexpect: {{actions: [{{verb: reboot, "
      "count: 1}]}"), "expect.actions[0].verb", "unknown 'reboot'"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('[1, 2]')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of", "must be a mapping"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('{namespace: llm-serving}')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of.deployment",
+     "needs exactly one workload"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('{namespace: a, deployment: b, job: c}')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of.job", "unknown field"),
+    ((f"name: x\nsnapshot: {DEMO}\nevents: "
+      f"[{hung('{namespace: a, deployment: b, statefulset: c}')}]"),
+     "events[0].body.alerts[0].labels.pod.current_pod_of.statefulset",
+     "needs exactly one workload"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('{deployment: b}')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of.namespace", "required"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('{namespace: a, deployment: B_1}')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of.deployment", "not a valid object name"),
+    (f"name: x\nsnapshot: {DEMO}\nevents: [{hung('{namespace: a, deployment: b, node: 7}')}]",
+     "events[0].body.alerts[0].labels.pod.current_pod_of.node", "non-empty string"),
+    ("name: x\nsnapshot: " + DEMO + "\nevents: ["
+     + hung("{namespace: a, deployment: b}", extra=", node: n") + "]",
+     "events[0].body.alerts[0].labels.pod.node",
+     "a current_pod_of value is a mapping with that one key"),
 ])
 def test_malformed_scenarios_are_refused_with_the_field_named(tmp_path, body, field, words):
     f = tmp_path / "bad.yaml"
@@ -334,3 +381,110 @@ def test_the_scenarios_routes_decide_where_its_alerts_go(tmp_path):
     report = run_scenario(load_scenario(scenario), SnapshotStand())
     assert report.passed, report.render()
     assert {o.function for o in report.outcomes} == {"scale-engine"}
+
+
+# -- events that name the pod a workload runs when they are delivered ---------------
+
+def _pod(name: str, node: str, *, created: str, ready: bool = True, phase: str = "Running",
+         **meta: object) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": name, "namespace": "llm-serving", "creationTimestamp": created,
+        "labels": {"app": "vllm-llama-7b", "pod-template-hash": "6d4f8b9c7"}, **meta},
+        "spec": {"nodeName": node, "containers": [{"name": "engine", "image": "x"}]},
+        "status": {"phase": phase, "conditions": [
+            {"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_current_pod_of_is_the_ready_then_newest_pod_the_selector_matches_now(stand):
+    from remediation.gameday import PodRef, Unresolved, current_pod
+
+    sc = parse_scenario({"name": "x", "snapshot": DEMO, "events": [{
+        "at": 0, "file": "demo:01-vllm-hung.json", "expect": "applied"}]},
+        base_dir=HERE / "scenarios")
+    stand.setup(sc)
+    stand.emulator.add([
+        _pod("vllm-llama-7b-6d4f8b9c7-newer", "gpu-node-1", created="2099-01-01T10:00:00Z"),
+        _pod("vllm-llama-7b-6d4f8b9c7-unrdy", "gpu-node-1", created="2099-01-01T11:00:00Z",
+             ready=False),
+        _pod("vllm-llama-7b-6d4f8b9c7-going", "gpu-node-3", created="2099-01-01T11:00:00Z",
+             deletionTimestamp="2099-01-01T11:01:00Z", finalizers=["x/hold"]),
+        _pod("vllm-llama-7b-6d4f8b9c7-ended", "gpu-node-3", created="2099-01-01T11:00:00Z",
+             phase="Failed"),
+        {**_pod("other-app-abcde", "gpu-node-3", created="2099-01-01T11:00:00Z"),
+         "metadata": {"name": "other-app-abcde", "namespace": "llm-serving",
+                      "labels": {"app": "other"}}},
+    ])
+
+    def name(**ref: str) -> str:
+        ref.setdefault("namespace", "llm-serving")
+        return str(current_pod(stand, PodRef(**ref))["metadata"]["name"])
+
+    llama = {"kind": "Deployment", "name": "vllm-llama-7b"}
+    # on gpu-node-1: the snapshot's x2x9k (created as seeded), a newer Ready pod, and
+    # a newest one not Ready: the Ready one first, then the newest
+    assert name(**llama, node="gpu-node-1") == "vllm-llama-7b-6d4f8b9c7-newer"
+    assert name(**llama, node="gpu-node-2") == "vllm-llama-7b-6d4f8b9c7-q8w7r"
+    assert name(**llama) == "vllm-llama-7b-6d4f8b9c7-newer"
+    assert name(kind="StatefulSet", name="vllm-llama-405b-tp",
+                node="gpu-node-2") == "vllm-llama-405b-tp-1"
+    # gpu-node-3 has only a pod being deleted, a failed one and another app's
+    with pytest.raises(Unresolved) as exc:
+        name(**llama, node="gpu-node-3")
+    assert str(exc.value).startswith(
+        "the current pod of Deployment llm-serving/vllm-llama-7b on gpu-node-3: none "
+        "(its pods: vllm-llama-7b-6d4f8b9c7-newer on gpu-node-1, ")
+    assert "-going" not in str(exc.value) and "other-app" not in str(exc.value)
+    with pytest.raises(Unresolved, match="there is no Deployment llm-serving/vllm-gone"):
+        name(kind="Deployment", name="vllm-gone")
+
+
+def _storm(*nodes: str) -> dict[str, object]:
+    body = yaml.safe_load(hung("{namespace: llm-serving, deployment: vllm-llama-7b, node: n}"))
+    events = []
+    for i, node in enumerate(nodes):
+        ev = json.loads(json.dumps(body))
+        ev["at"] = 600 * i
+        alert = ev["body"]["alerts"][0]
+        alert["startsAt"] = f"2026-11-01T10:{10 * i:02d}:00Z"
+        alert["labels"]["pod"]["current_pod_of"]["node"] = node
+        events.append(ev)
+    return {"name": "storm", "snapshot": DEMO, "start": "2026-11-01T10:05:00Z",
+            "events": events}
+
+
+def test_the_runner_names_the_pod_as_it_is_when_the_event_is_delivered(stand):
+    sc = parse_scenario(_storm("gpu-node-1", "gpu-node-2"), base_dir=HERE / "scenarios")
+    ev = sc.events[0]
+    assert [path for path, _ in ev.pod_refs] == [("alerts", 0, "labels", "pod")]
+    assert ev.outcomes == 1 and "current_pod_of" in ev.document["alerts"][0]["labels"]["pod"]
+    report = run_scenario(sc, stand)
+    assert report.passed, report.render()
+    first, second = report.deliveries
+    assert first.resolved == ["the current pod of Deployment llm-serving/vllm-llama-7b on "
+                              "gpu-node-1: vllm-llama-7b-6d4f8b9c7-x2x9k"]
+    assert second.resolved[0].endswith("on gpu-node-2: vllm-llama-7b-6d4f8b9c7-q8w7r")
+    (o,) = second.outcomes
+    assert o.plan is not None and o.plan.action == "rollout-restart"
+    assert "(the current pod of Deployment" in report.render()
+    assert report.as_dict()["deliveries"][1]["resolved"] == second.resolved
+
+
+def test_a_pod_the_stand_does_not_have_fails_the_delivery_saying_which(stand):
+    sc = parse_scenario(_storm("gpu-node-1", "gpu-node-7", "gpu-node-1"),
+                        base_dir=HERE / "scenarios")
+    report = run_scenario(sc, stand)
+    assert not report.passed and len(report.deliveries) == 1
+    text = report.render()
+    assert ("events[1] at t+600s is delivered" in text and "Unresolved: the current pod of "
+            "Deployment llm-serving/vllm-llama-7b on gpu-node-7: none" in text), text
+    assert "the later events were not delivered" in text
+
+
+def test_plan_only_the_restart_storm_names_the_snapshots_pods(snapshot_stand):
+    report = run_scenario(load_scenario(scenario_file("restart-storm")), snapshot_stand)
+    assert report.passed, report.render()
+    assert [r.rpartition(": ")[2] for d in report.deliveries for r in d.resolved] == [
+        "vllm-llama-7b-6d4f8b9c7-x2x9k"] * 3 + ["vllm-llama-7b-6d4f8b9c7-q8w7r",
+                                                 "vllm-llama-7b-6d4f8b9c7-t5v6w"]
+    assert snapshot_stand.read("Pod", "llm-serving", "vllm-llama-7b-6d4f8b9c7-t5v6w")
+    assert snapshot_stand.read("Pod", "llm-serving", "nope") is None

@@ -101,8 +101,11 @@ def _evict(first: StepResult, writer: ClusterWriter, *, dry_run: bool, deadline:
 
 def execute(plan: Plan, writer: ClusterWriter, *, dry_run: bool,
             sleep: Callable[[float], None] = time.sleep,
-            clock: Callable[[], float] = time.monotonic) -> list[StepResult]:
+            clock: Callable[[], float] = time.monotonic,
+            first_done: Callable[[], None] | None = None) -> list[StepResult]:
     """Run ``plan``'s steps in order (see the module docstring).
+    ``first_done`` is called once the first step has been answered (a fleet
+    limit's lock is let go there: see ``actions.base.FleetLimit``).
 
     Raises ``ActionFailed`` on a refused step (results so far in ``.results``)
     and :class:`PartialExecution` when only evictions were blocked/refused."""
@@ -120,6 +123,8 @@ def execute(plan: Plan, writer: ClusterWriter, *, dry_run: bool,
         except ActionFailed as exc:
             raise StepFailed(str(exc), results) from exc
         results.append(result)
+        if first_done is not None and len(results) == 1:
+            first_done()
         if result.ok:
             continue
         if step.verb == "evict":

@@ -35,6 +35,7 @@ from .credentials import ScopedCredential
 from .errors import ActionFailed, DependencyUnavailable, InvalidInput, TemporaryError
 from .executor import PartialExecution, StepFailed, execute
 from .facts import MemoFacts
+from .guard.fleet_lock import LocalFleetLock
 from .guard.policy import decide
 from .guard.targets import target_facts
 from .model import (
@@ -48,12 +49,15 @@ from .model import (
     Signal,
     Status,
     StepResult,
+    freeze,
     stable_digest,
+    thaw,
 )
 from .ports import (
     ClusterAccess,
     ClusterFacts,
     CredentialBroker,
+    FleetLock,
     Ledger,
     OutcomeSink,
     PolicyEngine,
@@ -67,6 +71,10 @@ log = logging.getLogger("remediation.pipeline")
 
 #: ledger window used for the stats fed into policy input (limits, cooldowns).
 STATS_WINDOW_SECONDS = 3600.0
+#: how long a delivery waits for a fleet limit's lock before answering retry,
+#: and how long a lock outlives a worker that died holding it
+FLEET_LOCK_WAIT_SECONDS = 5.0
+FLEET_LOCK_TTL_SECONDS = 60.0
 #: deliveries answered with a reply event (a Trigger's), which carries the
 #: approval request itself
 REPLY_VIAS = frozenset({"trigger", "approval-event"})
@@ -134,6 +142,8 @@ class Pipeline:
     publish: OutcomeSink | None = None
     #: the target's error budget for the policy (``slo`` input); None: none
     slo: SLOSource | None = None
+    #: fleet limits (the circuit breaker) judged one at a time across workers
+    fleet_lock: FleetLock = field(default_factory=LocalFleetLock)
 
     def __post_init__(self) -> None:
         # a remediation whose declaration lacks a piece (an action without a
@@ -462,6 +472,63 @@ class Pipeline:
 
     def _claimed(self, signal: Signal, plan: Plan, claim: ClaimResult, *, via: str,
                  cluster: str, dry_run: bool, batch: BatchMemo | None = None) -> Outcome:
+        """Judge and run a claimed plan; a plan that counts against a fleet
+        limit (the circuit breaker) is judged under the limit's lock on counts
+        read again now, and the lock is let go once its first step is made:
+        a batch's memo and a second worker would each count the fleet as it
+        was before the other's cordon (see ``guard.fleet_lock``)."""
+        remediation = self.catalogue.get(plan.function)
+        limit = remediation.fleet_limit if remediation is not None else None
+        if limit is None or not limit.applies(plan):
+            return self._judge(signal, plan, claim, via=via, cluster=cluster, dry_run=dry_run,
+                               batch=batch)
+        holder = f"{self.holder}/{plan.key}"
+        try:
+            got = self._acquire_fleet(limit.name, holder)
+        except TemporaryError as exc:
+            return self._retry(signal, plan, f"ledger unavailable: {exc}", dry_run=dry_run)
+        if not got:
+            return self._retry(signal, plan, (
+                f"another worker is judging a change counted by the fleet limit {limit.name} "
+                f"(held past {FLEET_LOCK_WAIT_SECONDS:g}s); nothing was done"), dry_run=dry_run)
+        held = [True]
+
+        def let_go() -> None:
+            if held[0]:
+                held[0] = False
+                try:
+                    self.fleet_lock.release(limit.name, holder=holder)
+                except Exception as exc:  # noqa: BLE001 - it expires on its own
+                    log.warning("could not release the fleet lock %s (it expires in %ss): %s",
+                                limit.name, int(FLEET_LOCK_TTL_SECONDS), exc)
+
+        try:
+            try:
+                fresh = limit.refresh(self.cluster.facts(cluster), plan)
+            except TemporaryError as exc:
+                return self._retry(signal, plan, f"cannot read cluster facts: {exc}",
+                                   dry_run=dry_run)
+            plan = replace(plan, params=freeze({**thaw(plan.params), **fresh}))
+            return self._judge(signal, plan, claim, via=via, cluster=cluster,
+                               dry_run=dry_run, batch=batch, first_done=let_go)
+        finally:
+            let_go()
+
+    def _acquire_fleet(self, name: str, holder: str) -> bool:
+        """Poll for a fleet lock for at most FLEET_LOCK_WAIT_SECONDS."""
+        deadline = self.monotonic() + FLEET_LOCK_WAIT_SECONDS
+        delay = 0.02
+        while not self.fleet_lock.acquire(name, holder=holder, now=self.clock(),
+                                          ttl=FLEET_LOCK_TTL_SECONDS):
+            if self.monotonic() >= deadline:
+                return False
+            self.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        return True
+
+    def _judge(self, signal: Signal, plan: Plan, claim: ClaimResult, *, via: str,
+               cluster: str, dry_run: bool, batch: BatchMemo | None = None,
+               first_done: Callable[[], None] | None = None) -> Outcome:
         stats = self.stats(signal, plan)
         approval = {"approved_by": claim.approved_by} if claim.approved_by else None
         try:
@@ -495,7 +562,7 @@ class Pipeline:
                                reasons=decision.reasons + (
                                    "plan only: facts come from a snapshot",))
         return self._execute(signal, plan, decision, cluster=cluster, dry_run=dry_run,
-                             read=read)
+                             read=read, first_done=first_done)
 
     def _slo(self, plan: Plan) -> dict[str, Any] | None:
         """The target's error budget; a source that fails anyway gives an
@@ -574,7 +641,8 @@ class Pipeline:
                                           "approved_by": approver})
 
     def _execute(self, signal: Signal, plan: Plan, decision: Decision, *, cluster: str,
-                 dry_run: bool, read: ClusterFacts | None = None) -> Outcome:
+                 dry_run: bool, read: ClusterFacts | None = None,
+                 first_done: Callable[[], None] | None = None) -> Outcome:
         try:
             with tracing.span("credentials", action=plan.action):
                 credential = self.credentials.lease(plan, cluster)
@@ -586,19 +654,20 @@ class Pipeline:
                                reasons=(f"credentials refused: {exc}",))
         try:
             return self._apply(signal, plan, decision, credential, cluster=cluster,
-                               dry_run=dry_run, read=read)
+                               dry_run=dry_run, read=read, first_done=first_done)
         finally:
             self.credentials.revoke(credential)
 
     def _apply(self, signal: Signal, plan: Plan, decision: Decision,
                credential: ScopedCredential, *, cluster: str, dry_run: bool,
-               read: ClusterFacts | None = None) -> Outcome:
+               read: ClusterFacts | None = None,
+               first_done: Callable[[], None] | None = None) -> Outcome:
         fn = plan.function
         owners = self._owners(plan, read or self.cluster.facts(cluster)) if not dry_run else {}
         writer = tracing.traced(self.cluster.writer(cluster, credential))
         try:
             try:
-                results = execute(plan, writer, dry_run=dry_run)
+                results = execute(plan, writer, dry_run=dry_run, first_done=first_done)
             except TemporaryError as exc:
                 unanswered = exc.unanswered if isinstance(exc, DependencyUnavailable) else True
                 if not dry_run and unanswered and self._relative(plan):

@@ -123,6 +123,19 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+class FleetLock(Protocol):
+    """One decision at a time about a fleet-wide limit (guard/fleet_lock.py)."""
+
+    def acquire(self, name: str, *, holder: str, now: float, ttl: float) -> bool:
+        """Take ``name`` for ``holder`` until ``now + ttl``; False when another
+        holder has it (never waits)."""
+        ...
+
+    def release(self, name: str, *, holder: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class LeaseStore(Protocol):
     """coordination.k8s.io/v1 Leases of one namespace, as plain dicts."""
 

@@ -19,7 +19,15 @@ from .guard.ledger import SQLiteLedger
 from .metrics import State
 from .model import Outcome
 from .pipeline import STATS_WINDOW_SECONDS, Pipeline
-from .ports import ClusterAccess, CredentialBroker, Ledger, OutcomeSink, PolicyEngine, SLOSource
+from .ports import (
+    ClusterAccess,
+    CredentialBroker,
+    FleetLock,
+    Ledger,
+    OutcomeSink,
+    PolicyEngine,
+    SLOSource,
+)
 from .routing import load_routes
 from .settings import PolicySettings, Settings
 
@@ -58,6 +66,20 @@ def load_policy_engine(settings: PolicySettings) -> PolicyEngine:
     from .clients.rego import EmbeddedPolicyEngine
 
     return EmbeddedPolicyEngine(settings)
+
+
+def build_fleet_lock(settings: Settings, ledger: Ledger) -> FleetLock:
+    """Where fleet limits are locked: beside the ledger, shared as widely as it
+    is (Leases: every worker; a SQLite file: the processes of one machine)."""
+    from .guard.fleet_lock import LeaseFleetLock, LocalFleetLock, SQLiteFleetLock
+    from .guard.lease_ledger import LeaseLedger
+
+    if isinstance(ledger, LeaseLedger):
+        return LeaseFleetLock(ledger.store)
+    path = settings.ledger.path.strip()
+    if isinstance(ledger, SQLiteLedger) and path and path != ":memory:":
+        return SQLiteFleetLock(path)
+    return LocalFleetLock()
 
 
 def build_ledger(settings: Settings) -> Ledger:
@@ -178,6 +200,8 @@ def build_pipeline(settings: Settings, **overrides: Any) -> Pipeline:
         ports["publish"] = build_publisher(settings)
     if "slo" not in ports:
         ports["slo"] = build_slo(settings)
+    if "fleet_lock" not in ports:
+        ports["fleet_lock"] = build_fleet_lock(settings, ports["ledger"])
     return Pipeline(settings=settings, catalogue=ports.pop("catalogue", CATALOGUE), **ports)
 
 
@@ -224,7 +248,7 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
 
 def close_pipeline(pipeline: Pipeline) -> None:
     for port in (pipeline.credentials, pipeline.policy, pipeline.ledger, pipeline.cluster,
-                 pipeline.slo):
+                 pipeline.slo, pipeline.fleet_lock):
         close = getattr(port, "close", None)
         if close is not None:
             try:

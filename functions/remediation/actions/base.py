@@ -118,6 +118,23 @@ class VaultRole:
 
 
 @dataclass(frozen=True)
+class FleetLimit:
+    """A limit over the whole fleet that some of a function's plans count
+    against (the circuit breaker's share of cordoned GPU nodes). Such a plan
+    is judged one at a time, under the limit's lock, on counts read again
+    from the API after the claim: ``refresh`` returns the plan's params that
+    carry the counts (a batch reads its facts once, and two workers read the
+    same count at the same time). The plan's first step is the change the
+    limit counts; the lock is let go once it is made."""
+
+    name: str
+    #: whether a plan changes the count (a node we already cordoned does not)
+    applies: Callable[[Plan], bool]
+    #: fresh params for the policy from the cluster's facts
+    refresh: Callable[[ClusterFacts, Plan], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class Remediation:
     """A catalogue entry: a function's one declaration."""
 
@@ -140,6 +157,8 @@ class Remediation:
     handles_resolved: bool = False  # resolved alerts are planned too (recovery)
     #: what the function's Service is for (a comment in its manifest)
     purpose: str = ""
+    #: a fleet-wide limit its plans count against, judged one at a time
+    fleet_limit: FleetLimit | None = None
 
     def action(self, name: str) -> ActionSpec | None:
         return next((a for a in self.actions if a.name == name), None)

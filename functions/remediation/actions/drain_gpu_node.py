@@ -89,9 +89,17 @@ from typing import Any
 from ..errors import InvalidInput
 from ..events.binding import parse_time
 from ..events.names import check_name
-from ..facts import owner_of
+from ..facts import ClusterFacts, owner_of
 from ..model import NoPlan, ObjectRef, Plan, Signal, Step, freeze, thaw
-from .base import ActionSpec, PlanContext, Remediation, Rule, VaultRole, remediation_key
+from .base import (
+    ActionSpec,
+    FleetLimit,
+    PlanContext,
+    Remediation,
+    Rule,
+    VaultRole,
+    remediation_key,
+)
 from .kit import checks
 from .kit.drain import (
     CORDON_REASON,
@@ -377,6 +385,22 @@ def plan_recovery(ctx: PlanContext) -> Plan | NoPlan:
 _DRAIN_POLICY = {"kinds": ["Node", "Pod"], "verbs": ["patch", "evict"], "max_steps": 120,
                  "max_per_target_in_window": 1, "max_evictions": 110, "approval": False}
 
+def _adds_a_cordon(plan: Plan) -> bool:
+    """The plan cordons a GPU node that is not cordoned (by us) yet: its first
+    step is that Node's patch, and the circuit breaker counts it."""
+    first = plan.steps[0] if plan.steps else None
+    return (plan.params.get("cordon") is True and not plan.params.get("already_cordoned_by_us")
+            and first is not None and first.verb == "patch" and first.kind == "Node")
+
+
+def _cordon_counts_now(facts: ClusterFacts, plan: Plan) -> Mapping[str, Any]:
+    return cordon_counts(facts, str(plan.params.get("node") or plan.target.name), cordon=True)
+
+
+#: the circuit breaker's count: one new cordon judged at a time, on a fresh count
+GPU_CORDONS = FleetLimit("gpu-cordons", applies=_adds_a_cordon, refresh=_cordon_counts_now)
+
+
 REMEDIATION = Remediation(
     name=NAME,
     summary="NVIDIA Xid fault: restart the app, cordon+taint+drain the node, or mark it for "
@@ -384,6 +408,7 @@ REMEDIATION = Remediation(
     purpose="Cordon a failed GPU node and evict its pods (cluster-scoped: ClusterRoleBinding).",
     planner=plan_drain_gpu_node,
     handles_resolved=True,
+    fleet_limit=GPU_CORDONS,
     actions=(
         ActionSpec("cordon-drain", checks.node_drained),
         ActionSpec("mark-reboot", checks.node_drained),

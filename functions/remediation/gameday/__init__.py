@@ -12,9 +12,13 @@ from __future__ import annotations
 from .checks import Check, Delivery, Report, check_actions, check_object, check_outcomes
 from .command import add_parser, main, run_cli
 from .runner import (
+    RealTimeClock,
     SnapshotStand,
     Stand,
+    Unresolved,
     VirtualClock,
+    current_pod,
+    resolve_document,
     run_scenario,
     scenario_routes,
     scenario_settings,
@@ -24,6 +28,7 @@ from .scenario import (
     Approve,
     ObjectExpectation,
     OutcomeExpectation,
+    PodRef,
     Scenario,
     TimedEvent,
     Write,
@@ -33,7 +38,8 @@ from .scenario import (
 )
 
 __all__ = ["ActionExpectation", "Approve", "Check", "Delivery", "ObjectExpectation",
-           "OutcomeExpectation", "Report", "Scenario", "SnapshotStand", "Stand", "TimedEvent",
-           "VirtualClock", "Write", "add_parser", "check_actions", "check_object",
-           "check_outcomes", "load_scenario", "lookup", "main", "parse_scenario", "run_cli",
+           "OutcomeExpectation", "PodRef", "RealTimeClock", "Report", "Scenario",
+           "SnapshotStand", "Stand", "TimedEvent", "Unresolved", "VirtualClock", "Write",
+           "add_parser", "check_actions", "check_object", "check_outcomes", "current_pod",
+           "load_scenario", "lookup", "main", "parse_scenario", "resolve_document", "run_cli",
            "run_scenario", "scenario_routes", "scenario_settings"]

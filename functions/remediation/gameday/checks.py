@@ -4,7 +4,7 @@ the scenario expects (outcomes, objects' end state, writes), and the report."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import Outcome
@@ -34,6 +34,7 @@ class Delivery:
     at: float
     where: str
     outcomes: list[Outcome]
+    resolved: list[str] = field(default_factory=list)  # its current_pod_of values, resolved
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Report:
         lines = [(f"{'PASS' if self.passed else 'FAIL'} {self.scenario}  ({ok} ok, "
                  f"{len(self.failures)} failed, {skipped} not checked)")]
         for d in self.deliveries:
+            lines.extend(f"  t+{d.at:<6g} {d.where:<10} ({r})" for r in d.resolved)
             if not d.outcomes:
                 lines.append(f"  t+{d.at:<6g} {d.where:<10} (no outcome)")
             for o in d.outcomes:
@@ -83,6 +85,7 @@ class Report:
                 "checks": [{"what": c.what, "ok": c.ok, "detail": c.detail}
                            for c in self.checks],
                 "deliveries": [{"index": d.index, "at": d.at, "where": d.where,
+                                "resolved": d.resolved,
                                 "outcomes": [o.as_dict() for o in d.outcomes]}
                                for d in self.deliveries]}
 

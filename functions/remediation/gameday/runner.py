@@ -10,10 +10,12 @@ pipeline's clock at ``start + at``.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 from ..dispatch import handle_events
 from ..documents import detect_events
 from ..events.binding import JSON_CONTENT_TYPE, SPECVERSION, new_event, validate_attributes
+from ..facts import selector_matches
 from ..guard.approval import approval_data
 from ..model import TYPE_APPROVAL_GRANTED, Outcome, Status, stable_digest
 from ..pipeline import Pipeline
@@ -29,7 +32,7 @@ from ..routing import Routes, load_routes
 from ..runtime import build_pipeline, close_pipeline
 from ..settings import Secret, Settings
 from .checks import Check, Delivery, Report, check_actions, check_object, check_outcomes
-from .scenario import Scenario, TimedEvent, Write
+from .scenario import PodRef, Scenario, TimedEvent, Write, with_values
 
 _GAMEDAY_APPROVAL_SECRET = "gameday-approval-secret"
 
@@ -40,6 +43,13 @@ class Stand(Protocol):
     #: False: plan only (object and action expectations are not checked)
     live: bool
 
+    def clock(self, start: float) -> VirtualClock:
+        """The clock the scenario runs on from ``start`` (its wall clock is
+        moved to each event's time): :class:`VirtualClock` where nothing else
+        moves, :class:`RealTimeClock` where real controllers must be given
+        real time to act before verification looks."""
+        ...
+
     def setup(self, scenario: Scenario) -> Settings:
         """Seed the scenario's objects; the Settings to build the pipeline with
         (see :func:`scenario_settings`)."""
@@ -47,6 +57,11 @@ class Stand(Protocol):
 
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as it is now; None when it does not exist."""
+        ...
+
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``namespace`` as they are now (what an
+        event's ``current_pod_of`` is resolved against)."""
         ...
 
     def writes(self) -> list[Write] | None:
@@ -72,6 +87,19 @@ class VirtualClock:
 
     def sleep(self, seconds: float) -> None:
         self.mono += max(0.0, seconds)
+
+
+class RealTimeClock(VirtualClock):
+    """The scenario's wall clock as :class:`VirtualClock` keeps it (each event
+    at ``start + at``, timestamps and windows unchanged), but verification
+    waits real time: on a real cluster the controllers, the scheduler and the
+    kubelets act in real time, and polling a virtual clock would only spin."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
 
 
 def scenario_routes(scenario: Scenario, settings: Settings) -> Routes:
@@ -137,13 +165,57 @@ def _approval_event(settings: Settings, pending: Outcome, approver: str, at: flo
                                    str((pending.approval or {}).get("expires_at") or "")))
 
 
+class Unresolved(LookupError):
+    """An event names a pod (``current_pod_of``) the stand does not have."""
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _node(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def current_pod(stand: Stand, ref: PodRef) -> dict[str, Any]:
+    """The pod ``ref`` names on ``stand`` now: one the workload's selector
+    matches, not being deleted, not finished, on ``ref.node`` when given; the
+    Ready one first, then the newest, then the last by name."""
+    workload = stand.read(ref.kind, ref.namespace, ref.name)
+    if workload is None:
+        raise Unresolved(f"{ref.describe()}: there is no {ref.kind} "
+                         f"{ref.namespace}/{ref.name}")
+    selector = (workload.get("spec") or {}).get("selector")
+    pods = [p for p in stand.list_objects("Pod", ref.namespace)
+            if selector_matches(selector, p["metadata"].get("labels") or {})
+            and not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    here = [p for p in pods if not ref.node or _node(p) == ref.node]
+    if not here:
+        where = sorted(f"{p['metadata']['name']} on {_node(p) or '(no node)'}" for p in pods)
+        raise Unresolved(f"{ref.describe()}: none (its pods: {', '.join(where) or 'none'})")
+    return max(here, key=lambda p: (_ready(p), str(p["metadata"].get("creationTimestamp") or ""),
+                                    p["metadata"]["name"]))
+
+
+def resolve_document(ev: TimedEvent, stand: Stand) -> tuple[Any, list[str]]:
+    """The event's document with its ``current_pod_of`` values resolved on
+    ``stand``, and what each was resolved to (for the report)."""
+    if not ev.pod_refs:
+        return ev.document, []
+    names = {path: current_pod(stand, ref)["metadata"]["name"] for path, ref in ev.pod_refs}
+    said = [f"{ref.describe()}: {names[path]}" for path, ref in ev.pod_refs]
+    return with_values(ev.document, names), said
+
+
 def run_scenario(scenario: Scenario, stand: Stand, *,
                  pipeline_factory: Callable[..., Pipeline] | None = None) -> Report:
     """Deliver the events at their virtual times, then check what was expected.
     The scenario's routes (its routes file and options) decide where each
     alert goes: they stamp the events' ``remediation`` extension."""
-    clock = VirtualClock(scenario.start if scenario.start is not None
-                         else datetime.now(tz=UTC).timestamp())
+    clock = stand.clock(scenario.start if scenario.start is not None
+                        else datetime.now(tz=UTC).timestamp())
     start = clock.wall
     settings = stand.setup(scenario)
     routes = scenario_routes(scenario, settings)
@@ -155,6 +227,7 @@ def run_scenario(scenario: Scenario, stand: Stand, *,
     try:
         for i, ev in enumerate(scenario.events):
             clock.wall = start + ev.at
+            resolved: list[str] = []
             try:
                 if ev.sweep:
                     outcomes = pipeline.sweep()
@@ -162,14 +235,15 @@ def run_scenario(scenario: Scenario, stand: Stand, *,
                     if ev.approve is not None:
                         events = _approvals(scenario, ev, deliveries, settings, checks)
                     else:
-                        events = detect_events(ev.document, where=ev.where, routes=routes)
+                        document, resolved = resolve_document(ev, stand)
+                        events = detect_events(document, where=ev.where, routes=routes)
                     outcomes = handle_events(pipeline, events, via="gameday")
             except Exception as exc:  # noqa: BLE001 - a broken run is a failed check
                 checks.append(Check(f"{ev.where} at t+{ev.at:g}s is delivered", False,
                                     f"{type(exc).__name__}: {exc}; the later events were "
                                     "not delivered"))
                 break
-            deliveries.append(Delivery(i, ev.at, ev.where, outcomes))
+            deliveries.append(Delivery(i, ev.at, ev.where, outcomes, resolved))
     finally:
         close_pipeline(pipeline)
     checks += check_outcomes(scenario, deliveries, live=stand.live)
@@ -197,15 +271,21 @@ def _approvals(scenario: Scenario, ev: TimedEvent, deliveries: Sequence[Delivery
 
 
 class SnapshotStand:
-    """Plan against the scenario's objects: nothing is applied."""
+    """Plan against the scenario's objects: nothing is applied, so reading
+    and listing give the snapshot as it was."""
 
     live = False
 
     def __init__(self, base: Settings | None = None) -> None:
         self.base = base or Settings()
         self.workdir = Path(tempfile.mkdtemp(prefix="gameday-"))
+        self.objects: tuple[Mapping[str, Any], ...] = ()
+
+    def clock(self, start: float) -> VirtualClock:
+        return VirtualClock(start)
 
     def setup(self, scenario: Scenario) -> Settings:
+        self.objects = scenario.objects
         snap = self.workdir / "snapshot.json"
         snap.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
                                     "items": list(scenario.objects)}), encoding="utf-8")
@@ -213,7 +293,13 @@ class SnapshotStand:
         return replace(settings, dry_run=True, kube=replace(settings.kube, snapshot=str(snap)))
 
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
+        return next((copy.deepcopy(dict(o)) for o in self.objects if o.get("kind") == kind and
+                     (o.get("metadata") or {}).get("namespace", "") == namespace and
+                     (o.get("metadata") or {}).get("name") == name), None)
+
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(dict(o)) for o in self.objects if o.get("kind") == kind
+                and (o.get("metadata") or {}).get("namespace", "") == namespace]
 
     def writes(self) -> list[Write] | None:
         return None

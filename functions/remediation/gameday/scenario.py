@@ -26,6 +26,13 @@ replayed through the full path on a virtual clock.
                                       # (reported "not checked" on a plan-only stand)
       - at: 30
         body: {...}                   # inline: Alertmanager, Splunk or a CloudEvent
+      - at: 300
+        body:                         # any value of a body (or file) may name a pod
+          ...                         # as it is when the event is delivered:
+            labels: {alertname: VLLMEngineHung, namespace: llm-serving,
+                     pod: {current_pod_of: {namespace: llm-serving,
+                                            deployment: vllm-llama-7b,  # or statefulset,
+                                            node: gpu-node-1}}}        # daemonset, replicaset
       - at: 600
         approve: {event: first-xid, by: alice}   # a human approves that event's
                                                  # pending remediation (signed event)
@@ -45,21 +52,36 @@ replayed through the full path on a virtual clock.
         - {verb: patch, kind: Deployment, name: vllm-llama-7b, count: 1}
         - {verb: evict, code: 429, at_least: 2}   # code: 2xx (default), 4xx, or a number
 
+A ``{current_pod_of: {namespace, deployment | statefulset | daemonset |
+replicaset, node}}`` value (``node`` optional) is replaced, when its event is
+delivered, by the name of a pod that workload runs then: one its selector
+matches, not being deleted, not finished, on ``node`` when given; the Ready
+one first, then the newest, then the last by name. A real alert names the pod
+that hangs now, and on a real cluster a rollout restart gives the workload
+new pods with new names (and the scheduler new nodes): a scenario that names
+a snapshot pod after a restart names a pod that is gone. The workload and its
+pods are read from the stand (``Stand.read`` and ``Stand.list_objects``), the
+snapshot on a plan-only stand; no such pod fails the delivery, saying which.
+
 Each event is delivered as ``remediate replay`` delivers it (shape detection
 and the adapters of :func:`remediation.documents.detect_events`, routed by
 the scenario's own routes (its ``REMEDIATION_ROUTES_FILE`` and options), then
 :func:`remediation.dispatch.handle_events`: route, plan, claim, policy,
 credentials, execute, verify, report), with the pipeline's clock at
 ``start + at``: target windows, healthy delays and approval expiry play out in
-virtual time. Verification polls on a separate virtual monotonic clock, so it
-costs no real time and does not move the next event.
+virtual time. Verification polls on a separate monotonic clock that the stand
+supplies: virtual on the snapshot and the emulator, so it costs no real time;
+real on a real cluster, whose controllers need it. Either way it does not move
+the next event.
 
 A ``Stand`` (:mod:`.runner`) is where a scenario runs. ``SnapshotStand`` (what
 ``remediate gameday`` uses) plans against the snapshot and applies nothing:
 outcome expectations are checked (``planned`` meets an expected ``applied``,
 ``partial`` or ``failed``), object and action expectations are reported as
 not checked. The tests' emulator stand (``tests/gameday_stand.py``) applies
-for real against the Kubernetes API emulator and checks all of it.
+for real against the Kubernetes API emulator and checks all of it; the
+realstack tier's stand (``tests/realstack/gameday_stand.py``) does the same
+on a real control plane.
 
 A game day never reads the environment and always uses a fresh in-memory
 ledger: the scenario file is the whole configuration.
@@ -78,6 +100,7 @@ from typing import Any
 from ..actions.catalogue import CATALOGUE
 from ..documents import demo_dir, detect_events
 from ..errors import InvalidInput
+from ..events.names import check_name, check_namespace
 from ..facts import load_objects
 from ..model import Status, deep_merge
 from ..routing import Routes, load_routes
@@ -116,6 +139,36 @@ class Approve:
     by: str
 
 
+#: the key of a value naming the pod a workload runs when its event is delivered
+POD_REF = "current_pod_of"
+#: the workload kinds a pod reference may name (its key -> kind)
+POD_REF_KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet",
+                 "daemonset": "DaemonSet", "replicaset": "ReplicaSet"}
+#: where a value sits in a document: mapping keys and list indexes
+DocPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """``{current_pod_of: {namespace, deployment, node}}``: the pod that
+    workload runs (on that node) when the event is delivered."""
+
+    namespace: str
+    kind: str  # Deployment | StatefulSet | DaemonSet | ReplicaSet
+    name: str
+    node: str = ""
+
+    def describe(self) -> str:
+        on = f" on {self.node}" if self.node else ""
+        return f"the current pod of {self.kind} {self.namespace}/{self.name}{on}"
+
+    @property
+    def placeholder(self) -> str:
+        """A pod name standing in for it where nothing is resolved (counting
+        a body's outcomes at load)."""
+        return f"{self.name}-current-pod"
+
+
 @dataclass(frozen=True)
 class TimedEvent:
     at: float
@@ -127,6 +180,8 @@ class TimedEvent:
     outcomes: int = 1  # how many outcomes it yields (alerts in the payload)
     live_only: bool = False
     sweep: bool = False  # run the sweep (remediate sweep) instead of delivering an event
+    #: values of ``document`` resolved at delivery: where, and which pod
+    pod_refs: tuple[tuple[DocPath, PodRef], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -392,6 +447,57 @@ def _expectation(spec: Any, where: str, fld: str, event: int, n: int, *,
         reason=_str(spec, "reason", where, f"{fld}.") or None)]
 
 
+def _pod_ref(spec: Any, where: str, fld: str) -> PodRef:
+    if not isinstance(spec, Mapping):
+        raise _bad(where, fld, "must be a mapping {namespace, deployment (or statefulset, "
+                               "daemonset, replicaset), node}")
+    _only(spec, ("namespace", *POD_REF_KINDS, "node"), where, f"{fld}.")
+    kinds = [k for k in POD_REF_KINDS if k in spec]
+    if len(kinds) != 1:
+        raise _bad(where, f"{fld}.{kinds[1] if kinds else 'deployment'}",
+                   "needs exactly one workload: deployment, statefulset, daemonset or "
+                   "replicaset")
+    values = {k: _str(spec, k, where, f"{fld}.", required=k != "node")
+              for k in ("namespace", kinds[0], "node")}
+    try:
+        check_namespace(values["namespace"], f"{fld}.namespace")
+        check_name(values[kinds[0]], f"{fld}.{kinds[0]}")
+        if values["node"]:
+            check_name(values["node"], f"{fld}.node")
+    except InvalidInput as exc:
+        raise _bad(where, exc.attribute or fld, str(exc).partition(": ")[2]) from None
+    return PodRef(values["namespace"], POD_REF_KINDS[kinds[0]], values[kinds[0]],
+                  values["node"])
+
+
+def find_pod_refs(doc: Any, where: str, fld: str,
+                  path: DocPath = ()) -> list[tuple[DocPath, PodRef]]:
+    """Every ``{current_pod_of: ...}`` value in ``doc``, validated, with its path."""
+    here = fld + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    if isinstance(doc, Mapping):
+        if POD_REF in doc:
+            if len(doc) != 1:
+                extra = sorted(str(k) for k in doc if k != POD_REF)
+                raise _bad(where, f"{here}.{extra[0]}", f"a {POD_REF} value is a mapping "
+                                                        f"with that one key")
+            return [(path, _pod_ref(doc[POD_REF], where, f"{here}.{POD_REF}"))]
+        return [r for k, v in doc.items() for r in find_pod_refs(v, where, fld, (*path, k))]
+    if isinstance(doc, list):
+        return [r for i, v in enumerate(doc) for r in find_pod_refs(v, where, fld, (*path, i))]
+    return []
+
+
+def with_values(doc: Any, values: Mapping[DocPath, Any], path: DocPath = ()) -> Any:
+    """A copy of ``doc`` with the value at each path of ``values`` replaced."""
+    if path in values:
+        return values[path]
+    if isinstance(doc, Mapping):
+        return {k: with_values(v, values, (*path, k)) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [with_values(v, values, (*path, i)) for i, v in enumerate(doc)]
+    return doc
+
+
 def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
            ids: Mapping[str, int], events: Sequence[TimedEvent]) -> TimedEvent:
     fld = f"events[{i}]"
@@ -433,7 +539,9 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
         body = _read(path, where, f"{fld}.file")
     else:
         body = doc["body"]
-    items = body if isinstance(body, list) else [body]
+    refs = find_pod_refs(body, where, f"{fld}.{'file' if 'file' in doc else 'body'}")
+    counted = with_values(body, {p: r.placeholder for p, r in refs})  # named as delivered
+    items = counted if isinstance(counted, list) else [counted]
     shapes = {_shape(item) for item in items}
     via = _str(doc, "via", where, f"{fld}.")
     if via and via not in VIAS:
@@ -442,11 +550,11 @@ def _event(doc: Any, i: int, last: float, base_dir: Path, where: str,
         raise _bad(where, f"{fld}.via", f"says {via} but the body is "
                    f"{' and '.join(sorted(s or 'of no known shape' for s in shapes))}")
     try:
-        n = len(detect_events(body, where=fld, routes=_COUNTING))
+        n = len(detect_events(counted, where=fld, routes=_COUNTING))
     except InvalidInput as exc:
         raise _bad(where, f"{fld}.{'file' if 'file' in doc else 'body'}", str(exc)) from None
     return TimedEvent(at, fld, document=body, id=ident, via=via or shapes.pop(), outcomes=n,
-                      live_only=live_only)
+                      live_only=live_only, pod_refs=tuple(refs))
 
 
 def _event_ref(ref: Any, where: str, fld: str, ids: Mapping[str, int], before: int) -> int:
