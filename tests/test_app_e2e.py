@@ -18,7 +18,7 @@ from remediation.cli import demo_dir
 from remediation.events.alertmanager import alertmanager_to_events
 from remediation.events.binding import to_batch, to_binary, to_structured
 from remediation.model import TYPE_OUTCOME
-from remediation.settings import PolicySettings
+from remediation.settings import LedgerSettings, PolicySettings
 
 from tests.plugins.app import BEARER, SPLUNK_TOKEN
 
@@ -319,6 +319,40 @@ def test_a_storm_that_outlasts_the_target_window_still_acts_once_per_target(
     assert statuses.count("applied") == 1 and statuses.count("duplicate") == 29, statuses
     patched = [w for w in writes(fleet) if w.method == "PATCH" and w.status < 300]
     assert [w.name for w in patched] == ["vllm-llama-7b"]
+
+
+def test_denials_in_a_storm_do_not_read_every_targets_history_again(
+        fleet, make_settings, serve_app):
+    """A denial writes nothing the planners' history holds: the batch keeps
+    each target's history (the 1,000-node storm listed every target's again
+    after each of its 200 denials). 90 alerts over three engines, every third
+    about the protected namespace's engine: three restarts, thirty denials,
+    and the Lease ledger listed about twice per decision."""
+    app = serve_app(make_settings(ledger=LedgerSettings(path="kubernetes")))
+    doc = payload("01-vllm-hung")
+    one = doc["alerts"][0]
+    protected = payload("04-vllm-hung-protected-namespace")["alerts"][0]["labels"]
+    targets = [("deployment", "vllm-llama-7b"), ("statefulset", "vllm-llama-405b-tp"),
+               ("inferenceservice", "llama-70b")]
+    doc["alerts"] = []
+    for i in range(90):
+        a = copy.deepcopy(one)
+        key, name = targets[(i // 3) % 3]
+        a["labels"] = ({**protected, "replica": str(i)} if i % 3 == 2 else
+                       {"alertname": "VLLMEngineHung", "namespace": NS, key: name,
+                        "replica": str(i)})
+        a["fingerprint"] = f"{i:016x}"
+        doc["alerts"].append(a)
+    mark = len(fleet.requests)
+    resp = app.post("/webhooks/alertmanager", json=doc, headers=AUTH)
+    statuses = [o["status"] for o in resp.json()["outcomes"]]
+    assert statuses.count("applied") == 3 and statuses.count("denied") == 30, statuses
+    lists = sum(1 for r in fleet.requests[mark:]
+                if r.method == "GET" and r.resource == "leases" and not r.name)
+    # two per decision (the claim's list, the policy's stats), each target's
+    # history once, the prune's: 79 here; 131 when every denial dropped the
+    # batch's history
+    assert lists <= 2 * 33 + 3 + 15, lists
 
 
 def test_a_storm_of_per_pod_alerts_acts_once_per_target(fleet, make_settings, serve_app):
