@@ -492,6 +492,8 @@ def run_size(nodes: int, workdir: Path) -> dict[str, Any]:
                 out[str(alerts)] = alert_storm(target, kubeconfig, root, alerts,
                                                storm_sets[k], f"storm-{k}")
                 print(f"     {out[str(alerts)]}", flush=True)
+            if os.environ.get("SCALE_XID", "1") == "0":  # a quicker run: no Xid storm
+                return out
             print(f"   {target.name}: Xid storm on {len(hit)} nodes, 4 workers ...", flush=True)
             out["xid"] = xid_storm(target, kubeconfig, root, hit, "storm-xid")
             print(f"     {out['xid']}", flush=True)
@@ -542,7 +544,8 @@ def main() -> int:
         report["storm"] = {"alerts": st["alerts"], "seconds": st["seconds"],
                            "peak_rss_mb": st["peak_rss_mb"], "actions": st["actions"],
                            "targets": st["targets"]}
-    report["xid_storm"] = big["storms"]["xid"]
+    if "xid" in big["storms"]:
+        report["xid_storm"] = big["storms"]["xid"]
     for run in report["runs"]:
         for side in ("storms", "emulator_storms"):
             for name, st in run[side].items():
