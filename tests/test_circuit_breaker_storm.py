@@ -18,11 +18,9 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from remediation.app import create_app
@@ -43,7 +41,7 @@ from remediation.settings import (
 
 from tests.kube_emulator import KubeEmulator
 from tests.plugins.app import write_kubeconfig
-from tests.test_exactly_once import EVENT_KEY, Workers, deliver
+from tests.test_exactly_once import EVENT_KEY, Workers
 
 GPU_NODES = 10
 LIMIT_PERCENT = 30  # 3 of 10 GPU nodes may be cordoned
@@ -159,10 +157,7 @@ def test_an_xid_storm_over_three_workers_never_passes_the_limit(fleet, tmp_path,
     workers = Workers(env)
     try:
         urls = [workers.start(f"w{n}") for n in range(3)]
-        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(
-                lambda d: deliver(client, urls, d[0], d[1], random.Random(hash(d[1]))),
-                deliveries))
+        results = workers.deliver_all(urls, deliveries, threads=12)
     finally:
         workers.close()
     statuses = [s for s, _ in results]

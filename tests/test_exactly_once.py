@@ -120,6 +120,15 @@ class Workers:
         proc.kill()
         raise RuntimeError(f"worker {name} not ready in 30 s")
 
+    def deliver_all(self, urls: list[str], deliveries: list[tuple[dict[str, str], bytes]],
+                    threads: int, timeout: float = 60) -> list[tuple[str, int]]:
+        """Every delivery at once over ``threads``, each to random workers and
+        redelivered on 503 (:func:`deliver`): (final status, attempts) each."""
+        with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(
+                lambda d: deliver(client, urls, d[0], d[1], random.Random(hash(d[1]))),
+                deliveries))
+
     def kill(self, url: str) -> None:
         proc = self.procs.pop(url)
         proc.send_signal(signal.SIGKILL)
@@ -179,10 +188,7 @@ def test_hundreds_of_duplicated_deliveries_to_several_workers_act_once_per_key(c
         rng = random.Random(7)
         rng.shuffle(deliveries)
         start = time.monotonic()
-        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(
-                lambda d: deliver(client, urls, d[0], d[1], random.Random(hash(d[1]))),
-                deliveries))
+        results = workers.deliver_all(urls, deliveries, threads=16, timeout=30)
         wall = time.monotonic() - start
     finally:
         workers.close()

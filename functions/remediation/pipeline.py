@@ -502,11 +502,12 @@ class Pipeline:
             return self._retry(signal, plan, (
                 f"another worker is judging a change counted by the fleet limit {limit.name} "
                 f"(held past {FLEET_LOCK_WAIT_SECONDS:g}s); nothing was done"), dry_run=dry_run)
-        held = [True]
+        held = True
 
         def let_go() -> None:
-            if held[0]:
-                held[0] = False
+            nonlocal held
+            if held:
+                held = False
                 try:
                     self.fleet_lock.release(limit.name, holder=holder)
                 except Exception as exc:  # noqa: BLE001 - it expires on its own

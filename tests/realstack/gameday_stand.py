@@ -39,7 +39,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from remediation.gameday import RealTimeClock, Scenario, VirtualClock, Write, sc
 from remediation.settings import KubeSettings, Settings, VerifySettings
 
 from tests.realstack.components import KWOK_NODE_ANNOTATION, REMEDIATOR_TOKEN, ControlPlane
+from tests.realstack.fleet import wait_for
 
 #: the identity the product acts as; only its requests are its writes
 PRODUCT_USER = "remediator"
@@ -59,18 +60,6 @@ _CRDS = {("serving.kserve.io", "InferenceService"): ("inferenceservices", "infer
                                                      ["isvc"])}
 _DROP_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
                   "selfLink", "ownerReferences", "deletionTimestamp")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0,
-             interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -24,23 +24,13 @@ from remediation.guard.sender_auth import sign_events
 
 from tests.realstack.components import ControlPlane, wait_until
 from tests.realstack.conftest import node
-from tests.test_exactly_once import EVENT_KEY, Workers, deliver
+from tests.test_circuit_breaker_storm import signed, xid_alert
+from tests.test_exactly_once import EVENT_KEY, Workers
 
 STORM_NODES = 10  # extra GPU nodes of this test
 XIDS = 8  # of them hit by a fatal Xid at once
 NEW_CORDONS = 3  # the limit leaves room for this many
 WORKERS = 4
-
-
-def xid_event(name: str, n: int) -> tuple[dict[str, str], bytes]:
-    body = json.loads((demo_dir() / "events" / "10-dcgm-xid79-fell-off-bus.json").read_text())
-    alert = body["alerts"][0]
-    alert["labels"]["Hostname"] = name
-    alert["labels"].pop("cluster", None)
-    alert["fingerprint"] = f"cb{n:014x}"
-    (event,) = alertmanager_to_events(body, routes=lambda _n, _l: "drain-gpu-node")
-    (event,) = sign_events([event], EVENT_KEY, now=time.time(), rebuild=new_event)
-    return to_binary(event)
 
 
 def gpu_nodes(plane: ControlPlane) -> list[dict[str, Any]]:
@@ -79,15 +69,12 @@ def test_an_xid_storm_over_four_workers_cordons_no_more_than_the_limit(
                "REMEDIATION_LOG_LEVEL": "WARNING", "REMEDIATION_EVENT_HMAC_KEY": EVENT_KEY}
         for var in ("OPA_URL", "VAULT_ADDR"):
             env.pop(var, None)
-        deliveries = [xid_event(names[i], i) for i in range(XIDS) for _ in range(4)]
+        deliveries = [signed(xid_alert(names[i], i)) for i in range(XIDS) for _ in range(4)]
         random.Random(18).shuffle(deliveries)
         workers = Workers(env)
         try:
             urls = [workers.start(f"w{n}") for n in range(WORKERS)]
-            with httpx.Client(timeout=60) as client, ThreadPoolExecutor(16) as pool:
-                results = list(pool.map(
-                    lambda d: deliver(client, urls, d[0], d[1], random.Random(hash(d[1]))),
-                    deliveries))
+            results = workers.deliver_all(urls, deliveries, threads=16)
         finally:
             workers.close()
         statuses = [s for s, _ in results]

@@ -99,10 +99,7 @@ def test_hundreds_of_duplicated_deliveries_to_four_workers_write_once_per_key(
         rng = random.Random(11)
         rng.shuffle(deliveries)
         start = time.monotonic()
-        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(
-                lambda d: deliver(client, urls, d[0], d[1], random.Random(hash(d[1]))),
-                deliveries))
+        results = workers.deliver_all(urls, deliveries, threads=16)
         wall = time.monotonic() - start
     finally:
         workers.close()
